@@ -1,0 +1,1 @@
+"""Custom code of the memwarp_cardiac_mri_registration MONAI bundle."""
