@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["upsample_field_in_plane", "check_pyramid_size"]
+__all__ = ["upsample_field_in_plane", "check_pyramid_size", "same_layout"]
 
 
 def upsample_field_in_plane(field: torch.Tensor) -> torch.Tensor:
@@ -36,3 +36,14 @@ def check_pyramid_size(moving: torch.Tensor, fixed: torch.Tensor, num_levels: in
             f"the in-plane size must be divisible by {factor} ({num_levels - 1} in-plane halvings); "
             f"got spatial size {tuple(moving.shape[2:])}. Crop or pad the images, e.g. to 128 x 128 x 16."
         )
+
+
+def same_layout(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Return ``tensor`` in the memory layout of ``reference`` (channels-last or not).
+
+    grid_sample returns standard-layout tensors; concatenating them with channels-last features would
+    send every following convolution down oneDNN's slow mixed-layout path.
+    """
+    if reference.dim() == 5 and reference.is_contiguous(memory_format=torch.channels_last_3d):
+        return tensor.contiguous(memory_format=torch.channels_last_3d)
+    return tensor

@@ -9,7 +9,7 @@ from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
 from .blocks import ConvNormAct, KernelSpec, LargeKernelBlock, UpsampleInPlane, per_level
-from .fields import upsample_field_in_plane
+from .fields import same_layout, upsample_field_in_plane
 from .flow_heads import MemoryFlowHead
 
 __all__ = ["LaplacianWarpingDecoder"]
@@ -112,8 +112,8 @@ class LaplacianWarpingDecoder(nn.Module):
                 up_total, up_step = upsample_field_in_plane(total), upsample_field_in_plane(step)
                 skip_moving, skip_fixed = skip.chunk(2, dim=0)
                 up_moving, up_fixed = upsampled.chunk(2, dim=0)
-                skip = torch.cat([self.warp(skip_moving, up_total), skip_fixed], dim=0)
-                upsampled = torch.cat([self.warp(up_moving, up_step), up_fixed], dim=0)
+                skip = torch.cat([same_layout(self.warp(skip_moving, up_total), skip_fixed), skip_fixed], dim=0)
+                upsampled = torch.cat([same_layout(self.warp(up_moving, up_step), up_fixed), up_fixed], dim=0)
             decoded = self.fuse[level](torch.cat([skip, upsampled], dim=1))
             if not self.pyramid and level > 0:
                 continue

@@ -43,6 +43,8 @@ class MemWarp(nn.Module):
         num_classes: N, memory slots = anatomical classes (background, RV, LVM, LVBP).
         temperature: softmax temperature of the memory addressing.
         integration_steps: scaling-and-squaring steps at levels >= 1.
+        channels_last: run the convolutions on channels-last (NDHWC) tensors. The numbers are the same;
+            oneDNN's kernels for few-channel 3-D convolutions are up to 2-3x faster in that layout on CPU.
 
     Returns (forward):
         dict with ``ddf`` (B, 3, H, W, D) the final displacement in voxel units (channel i along
@@ -70,6 +72,7 @@ class MemWarp(nn.Module):
         num_classes: int = 4,
         temperature: float = 0.1,
         integration_steps: int = 7,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -99,12 +102,19 @@ class MemWarp(nn.Module):
             pyramid=variant != "lkunet",
         )
         self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.channels_last = channels_last
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """moving, fixed: (B, 1, H, W, D), H and W divisible by 2^(levels-1) -> the output dict (see class doc)."""
         check_pyramid_size(moving, fixed, self.num_levels)
-        features = self.encoder(torch.cat([moving, fixed], dim=0))
+        images = torch.cat([moving, fixed], dim=0)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last_3d)
+        features = self.encoder(images)
         output: dict[str, torch.Tensor | list[torch.Tensor]] = dict(self.decoder(features))
+        if self.channels_last:
+            for key in ("level_ddfs", "residuals", "anatomical_logits"):
+                output[key] = [tensor.contiguous() for tensor in output[key]]
         ddf = output["level_ddfs"][0]
         output["ddf"] = ddf
         output["warped"] = self.warp(moving, ddf)

@@ -1,0 +1,1 @@
+"""Benchmarks of the bundle (not tests): ``python -m scripts.benchmark --help``."""

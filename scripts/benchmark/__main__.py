@@ -1,0 +1,127 @@
+"""``python -m scripts.benchmark``: speed and memory of compact, paper, LapWarp, LKU-Net and MONAI VoxelMorph.
+
+All five are measured in one run on this machine and compared by ratios, so the figures do not
+depend on the machine being the same as the one in docs/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scripts.benchmark.speed import MODELS, as_dict, measure_in_subprocess, speed_result
+
+# Directed training pairs per epoch in the reference split, and the budget for the shipped weights.
+TRAINING_PAIRS_PER_EPOCH = 170
+TRAINING_BUDGET_HOURS = 2.5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--spatial_size", nargs=3, type=int, default=[128, 128, 16])
+    parser.add_argument("--repeats", type=int, default=3, help="timed iterations per model and mode (median)")
+    parser.add_argument("--paper_training_repeats", type=int, default=1, help="the paper preset's step takes minutes")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--output", default="benchmark_speed.json", help="JSON file for the results")
+    return parser.parse_args(argv)
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The targets of the network issue, as ratios measured in this run (>= 1 means compact is faster)."""
+    out: dict[str, float] = {}
+    compact = results.get("compact")
+    if compact is None:
+        return out
+    for other in ("paper", "voxelmorph"):
+        if other in results:
+            out[f"{other}_over_compact_inference"] = (
+                results[other]["inference_seconds_per_pair"] / compact["inference_seconds_per_pair"]
+            )
+            out[f"{other}_over_compact_training"] = (
+                results[other]["training_seconds_per_step"] / compact["training_seconds_per_step"]
+            )
+    steps_per_epoch = TRAINING_PAIRS_PER_EPOCH / 2
+    epoch_seconds = steps_per_epoch * compact["training_seconds_per_step"]
+    out["compact_epochs_in_budget"] = TRAINING_BUDGET_HOURS * 3600 / epoch_seconds
+    return out
+
+
+def print_table(results: dict[str, dict[str, Any]], derived: dict[str, float]) -> None:
+    header = f"{'model':<11} {'params (M)':>10} {'infer s/pair':>13} {'train s/step(b2)':>17} {'infer MiB':>10} {'train MiB':>10}"
+    print(header)
+    print("-" * len(header))
+    for name, row in results.items():
+        print(
+            f"{name:<11} {row['parameters'] / 1e6:>10.3f} {row['inference_seconds_per_pair']:>13.3f} "
+            f"{row['training_seconds_per_step']:>17.3f} {row['inference_peak_mib']:>10.0f} {row['training_peak_mib']:>10.0f}"
+        )
+    print()
+    targets = {
+        "paper_over_compact_inference": (40.0, "compact inference >= 40x faster than paper"),
+        "paper_over_compact_training": (40.0, "compact training step >= 40x faster than paper"),
+        "voxelmorph_over_compact_inference": (1.0, "compact inference no slower than MONAI VoxelMorph"),
+        "voxelmorph_over_compact_training": (1.0, "compact training step no slower than MONAI VoxelMorph"),
+    }
+    for key, (goal, text) in targets.items():
+        if key in derived:
+            verdict = "met" if derived[key] >= goal else "MISSED"
+            print(f"{text}: ratio {derived[key]:.2f} (goal >= {goal:g}) {verdict}")
+    if "compact_epochs_in_budget" in derived:
+        print(
+            f"compact: {derived['compact_epochs_in_budget']:.1f} epochs of {TRAINING_PAIRS_PER_EPOCH} pairs "
+            f"(batch 2) fit in {TRAINING_BUDGET_HOURS} h of training steps on this machine"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size = tuple(args.spatial_size)
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.models:
+        training_repeats = args.paper_training_repeats if name == "paper" else args.repeats
+        common = {"spatial_size": size, "device": args.device, "threads": args.threads}
+        inference = measure_in_subprocess(name, "inference", repeats=args.repeats, **common)
+        training = measure_in_subprocess(name, "training", repeats=training_repeats, **common)
+        results[name] = as_dict(speed_result(name, inference, training))
+        print(f"measured {name}", file=sys.stderr, flush=True)
+    derived = ratios(results)
+    print_table(results, derived)
+    report = {
+        "command": "python -m scripts.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": args.threads or torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "device": args.device,
+        },
+        "protocol": {
+            "spatial_size": list(size),
+            "inference": "batch 1, eval mode, torch.inference_mode, wall-clock median after 1 warm-up",
+            "training": "batch 2, forward + MemWarp loss (all terms, random labels) + backward + Adam(amsgrad) step",
+            "peak_memory": "peak resident memory of a fresh process above its resident memory before the run (CPU)",
+        },
+        "results": results,
+        "ratios": derived,
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=output.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(report, handle, indent=4)
+    os.replace(handle.name, output)
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
