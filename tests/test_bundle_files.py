@@ -72,4 +72,4 @@ def test_configs_are_four_space_indented_json() -> None:
         data = json.loads(text)
         if isinstance(data, dict) and data:
             first_key_line = text.splitlines()[1]
-            assert first_key_line.startswith('    "') and not first_key_line.startswith('     '), path
+            assert first_key_line.startswith('    "') and not first_key_line.startswith("     "), path

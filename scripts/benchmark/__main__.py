@@ -57,13 +57,17 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 def print_table(results: dict[str, dict[str, Any]], derived: dict[str, float]) -> None:
-    header = f"{'model':<11} {'params (M)':>10} {'infer s/pair':>13} {'train s/step(b2)':>17} {'infer MiB':>10} {'train MiB':>10}"
+    header = (
+        f"{'model':<11} {'params (M)':>10} {'infer s/pair':>13} {'train s/step(b2)':>17} "
+        f"{'infer MiB':>10} {'train MiB':>10}"
+    )
     print(header)
     print("-" * len(header))
     for name, row in results.items():
         print(
             f"{name:<11} {row['parameters'] / 1e6:>10.3f} {row['inference_seconds_per_pair']:>13.3f} "
-            f"{row['training_seconds_per_step']:>17.3f} {row['inference_peak_mib']:>10.0f} {row['training_peak_mib']:>10.0f}"
+            f"{row['training_seconds_per_step']:>17.3f} {row['inference_peak_mib']:>10.0f} "
+            f"{row['training_peak_mib']:>10.0f}"
         )
     print()
     targets = {

@@ -97,7 +97,10 @@ def measure(
     device: str = "cpu",
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Measure ``mode`` ("inference": batch 1, no grad; "training": batch 2 forward + MemWarp loss + backward + Adam step)."""
+    """Measure one model in one mode.
+
+    ``mode`` is "inference" (batch 1, no grad) or "training" (batch 2: forward, MemWarp loss, backward, Adam step).
+    """
     warnings.filterwarnings("ignore", category=UserWarning)
     if threads:
         torch.set_num_threads(threads)

@@ -58,7 +58,7 @@ class SiameseEncoder(nn.Module):
         self.levels = nn.ModuleList(levels)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """images: (2B, 1, H, W, D), moving then fixed -> features per level, finest first, (2B, C_l, H/2^l, W/2^l, D)."""
+        """images (2B, 1, H, W, D), moving then fixed -> features (2B, C_l, H/2^l, W/2^l, D) per level, finest first."""
         features = []
         x = images
         for level in self.levels:
