@@ -1,0 +1,64 @@
+"""How the evaluator feeds a pair to the network and what it keeps of the network's answer.
+
+``SupervisedEvaluator`` calls ``prepare_batch(batch)`` -> ``(inputs, targets, args, kwargs)`` and then
+``inferer(inputs, network, *args, **kwargs)``; here ``inputs`` is the moving image, ``args`` the fixed image, so the
+network is called as ``network(moving, fixed)`` and returns its full output dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.inferers import Inferer
+
+from scripts.warping import warp_image
+
+__all__ = ["RegistrationInferer", "RegistrationPairBatch"]
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor: network outputs need no metadata (Invertd takes the fixed image's)."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+
+
+class RegistrationPairBatch:
+    """``prepare_batch`` for registration inference: ``(moving, None, (fixed,), {})`` on the engine's device.
+
+    Args of ``__call__``: a collated batch with "moving" and "fixed" (B, 1, H, W, D), the device, non_blocking.
+    """
+
+    def __call__(
+        self, batchdata: dict[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, None, tuple[torch.Tensor], dict]:
+        # plain tensors: MetaTensor's per-op metadata bookkeeping would multiply the network's CPU time (~4x); the
+        # metadata stays on the batch, where Invertd reads it
+        moving = _plain(batchdata["moving"]).to(device=device, non_blocking=non_blocking, **kwargs)
+        fixed = _plain(batchdata["fixed"]).to(device=device, non_blocking=non_blocking, **kwargs)
+        return moving, None, (fixed,), {}
+
+
+class RegistrationInferer(Inferer):
+    """Run ``network(moving, fixed)`` and keep what inference writes.
+
+    Returns a dict of (B, C, H, W, D) tensors on the network grid:
+        ``"ddf"`` (C=3): displacement in voxels, channel i along array axis i, ``warped(x) = moving(x + ddf(x))``;
+        ``"warped"`` (C=1): the moving image warped by it (bilinear, zeros outside);
+        ``"fixed_logits"`` (C=4): the anatomical memory's level-0 logits of the FIXED image (0 bg, 1 RV, 2 LVM,
+        3 LVBP), only for networks with a memory.
+    """
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if len(args) != 1:
+            raise ValueError("RegistrationInferer expects the fixed image as the one extra argument")
+        moving, fixed = inputs, args[0]
+        output = network(moving, fixed, **kwargs)
+        ddf = output["ddf"]
+        result = {
+            "ddf": ddf,
+            "warped": output["warped"] if "warped" in output else warp_image(_plain(moving), ddf),
+        }
+        logits = output.get("anatomical_logits") or []
+        if len(logits):
+            result["fixed_logits"] = logits[0]
+        return {key: _plain(value) for key, value in result.items()}

@@ -1,0 +1,152 @@
+"""Which pairs to register: pair records from an ACDC-layout folder or an explicit datalist, each with a name.
+
+Sources, in order of precedence:
+
+- ``datalist``: a JSON file, either a plain list of pair records ``[{"moving": ..., "fixed": ...,
+  "moving_label": ..., "fixed_label": ...}, ...]`` or a sectioned datalist (``{"test": [...], ...}``, the format of
+  :func:`scripts.data.save_datalist`; one section is used). Relative paths are taken from the JSON file's folder.
+- ``dataset_dir``: ACDC-layout patient folders (one or many), via :func:`scripts.data.build_pair_datalist`; labels
+  are used when present but not required.
+
+Every record gets a ``"pair_name"``: ``patient001_ED_to_ES`` for ACDC records, ``<moving>_to_<fixed>`` from the file
+names otherwise, made unique within the run. Outputs of a pair go to ``<output_dir>/<pair_name>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from scripts.data import DIRECTIONS, InvalidInputError, MissingInputError, build_pair_datalist, load_datalist
+from scripts.data.datalist import PATH_KEYS
+
+__all__ = ["inference_pairs", "pair_name", "records_from_json", "source_record"]
+
+_NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _stem(path: str, frame: object = None) -> str:
+    stem = _NIFTI_SUFFIX.sub("", Path(str(path)).name)
+    return stem if frame is None else f"{stem}_f{int(frame):02d}"
+
+
+def pair_name(record: dict) -> str:
+    """A file-system-safe name for a pair record (its ``"pair_name"`` if it has one)."""
+    if record.get("pair_name"):
+        name = str(record["pair_name"])
+    elif record.get("patient") and record.get("direction"):
+        name = f"{record['patient']}_{record['direction']}"
+    else:
+        moving = _stem(record["moving"], record.get("moving_frame"))
+        fixed = _stem(record["fixed"], record.get("fixed_frame"))
+        name = f"{moving}_to_{fixed}"
+    name = _UNSAFE.sub("_", name).strip("._")
+    return name or "pair"
+
+
+def records_from_json(json_path: str | os.PathLike, section: str = "test") -> list[dict]:
+    """Pair records of a datalist JSON: a plain list of records, or ``section`` of a sectioned datalist.
+
+    Raises:
+        MissingInputError: the file does not exist.
+        InvalidInputError: not JSON, or records without "moving"/"fixed" (the message names the file).
+    """
+    path = Path(json_path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: datalist file not found")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidInputError(f"{path}: not a JSON datalist ({error})") from None
+    if isinstance(content, dict):
+        return load_datalist(path, section)
+    if not isinstance(content, list) or not content:
+        raise InvalidInputError(f"{path}: expected a non-empty list of pair records or a sectioned datalist")
+    records = []
+    for index, item in enumerate(content):
+        if not isinstance(item, dict) or not {"moving", "fixed"} <= set(item):
+            raise InvalidInputError(f"{path}: item {index} must be a pair record with 'moving' and 'fixed' paths")
+        if "direction" in item and item["direction"] not in DIRECTIONS:
+            raise InvalidInputError(f"{path}: item {index}: unknown direction {item['direction']!r}")
+        record = dict(item)
+        for key in PATH_KEYS:
+            if key in record:
+                record[key] = os.path.normpath(path.parent / os.path.expanduser(str(record[key])))
+        records.append(record)
+    return records
+
+
+def _directions(directions: str | Sequence[str]) -> tuple[str, ...]:
+    chosen = (directions,) if isinstance(directions, str) else tuple(directions)
+    unknown = [d for d in chosen if d not in DIRECTIONS]
+    if not chosen or unknown:
+        raise InvalidInputError(f"directions {list(chosen)}: each must be one of {list(DIRECTIONS)}")
+    return chosen
+
+
+def inference_pairs(
+    dataset_dir: str | os.PathLike | None = None,
+    datalist: str | os.PathLike | None = None,
+    directions: str | Sequence[str] = ("ED_to_ES",),
+    patients: Sequence[int | str] | None = None,
+    datalist_section: str = "test",
+) -> list[dict]:
+    """The pair records of an inference run, each with a unique ``"pair_name"``.
+
+    Args:
+        dataset_dir: ACDC-layout folder (``database``, a folder of patient folders, or one patient folder); used
+            when ``datalist`` is empty.
+        datalist: JSON datalist (see the module docstring); empty or None to use ``dataset_dir``.
+        directions: ``"ED_to_ES"`` (moving ED, fixed ES), ``"ES_to_ED"``, or both (dataset_dir only).
+        patients: patient numbers or names to keep (dataset_dir only); None for all.
+        datalist_section: section read from a sectioned datalist.
+
+    Returns:
+        list of pair records (see :mod:`scripts.data.datalist`) plus ``"pair_name"``.
+
+    Raises:
+        MissingInputError, InvalidInputError: naming the missing or unusable file or folder.
+    """
+    if datalist:
+        records = records_from_json(datalist, datalist_section)
+    elif dataset_dir:
+        records = build_pair_datalist(dataset_dir, patients, _directions(directions), require_labels=False)
+    else:
+        raise InvalidInputError("no input: set dataset_dir (ACDC-layout folder) or datalist (JSON of pair records)")
+    used: dict[str, int] = {}
+    named = []
+    for record in records:
+        # absolute paths: the summaries must say exactly which files were read, whatever the working directory
+        record = {k: os.path.abspath(v) if k in PATH_KEYS else v for k, v in record.items()}
+        base = pair_name(record)
+        used[base] = used.get(base, 0) + 1
+        named.append({**record, "pair_name": base if used[base] == 1 else f"{base}_{used[base]}"})
+    return named
+
+
+def source_record(sample: dict) -> dict:
+    """The file-level pair record behind a preprocessed sample (paths, frame indices, labels, name).
+
+    After preprocessing, ``"moving"``/``"fixed"`` hold tensors whose metadata keep the source file; label keys
+    keep their paths (inference preprocessing does not load them) and frame indices may have become 0-d tensors.
+    """
+    record: dict = {}
+    for key in ("moving", "fixed"):
+        value = sample[key]
+        meta = getattr(value, "meta", None)
+        record[key] = str(meta["filename_or_obj"]) if meta is not None else str(value)
+    for key in ("moving_label", "fixed_label"):
+        if sample.get(key):
+            record[key] = str(sample[key])
+    for key in ("moving_frame", "fixed_frame"):
+        if sample.get(key) is not None:
+            record[key] = int(sample[key])
+    for key in ("patient", "group", "direction", "pair_name"):
+        if sample.get(key) is not None:
+            record[key] = str(sample[key])
+    record["pair_name"] = pair_name(record)
+    return record

@@ -1,0 +1,250 @@
+"""Postprocessing of one registered pair: network-grid products, their inverse to the fixed space, metrics.
+
+Runs per pair on the engine's merged dict (the preprocessed sample + ``"pred"`` from
+:class:`~scripts.inference.network_io.RegistrationInferer`), computes in memory, writes nothing. Keys added:
+
+Network grid (128 x 128 x 16 at 1.8 x 1.8 x 10 mm, RAS, affine = ``sample["fixed"].affine``):
+    ``"ddf"`` (3, H, W, D) voxels; ``"warped"`` (1, H, W, D) in [0, 1]; ``"fixed_segmentation"`` (1, H, W, D) labels
+    0..3 (argmax of the memory's level-0 logits; absent for networks without memory); ``"jacobian"`` (1, H, W, D),
+    det(I + grad ddf) by central differences.
+Fixed image's original space (shape and affine of the fixed file):
+    ``"ddf_fixed_space"`` (3, X, Y, Z) mm, world RAS, fixed -> moving (see :mod:`scripts.inference.displacement`);
+    ``"jacobian_fixed_space"`` (1, X, Y, Z) and ``"fixed_segmentation_fixed_space"`` (1, X, Y, Z): the network-grid
+    maps inverted (linear resp. nearest neighbour) with ``Invertd``;
+    ``"fixed_original"``, ``"moving_original_fixed_space"`` (moving resampled without deformation, for "before"),
+    ``"warped_moving_fixed_space"`` (X, Y, Z) float32 in the input intensity units;
+    ``"warped_moving_label_fixed_space"`` (X, Y, Z) uint8, when the record has a moving label.
+Metrics: ``"metrics"``, a dict of floats (see :class:`RegistrationMetricsd`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd, InvertibleTransform, Lambdad, MapTransform, Transform
+from monai.utils import CommonKeys
+
+from scripts.data import LoadFramed, registration_preprocessing
+from scripts.data.transforms import source_name
+from scripts.inference.displacement import voxel_to_world_displacement
+from scripts.inference.pairs import source_record
+from scripts.inference.resampling import resample_through_displacement
+from scripts.metrics import (
+    dice_per_structure,
+    folding_percent,
+    jacobian_determinant,
+    registration_metrics,
+    sdlogj_plus3,
+    segmentation_dice,
+    std_log_jacobian_positive,
+)
+
+__all__ = [
+    "FIXED_SPACE_KEYS",
+    "RegistrationMetricsd",
+    "UnpackRegistrationOutputd",
+    "WarpOriginalMovingd",
+    "WorldDisplacementd",
+    "registration_postprocessing",
+]
+
+# network-grid key -> its copy inverted to the fixed image's original grid, and whether to use nearest neighbour
+FIXED_SPACE_KEYS: dict[str, tuple[str, bool]] = {
+    "ddf": ("ddf_fixed_space", False),
+    "jacobian": ("jacobian_fixed_space", False),
+    "fixed_segmentation": ("fixed_segmentation_fixed_space", True),
+}
+
+
+def _to_python(value: torch.Tensor) -> float:
+    return float(value.reshape(-1)[0])
+
+
+class UnpackRegistrationOutputd(Transform):
+    """Split the inferer's ``"pred"`` dict into network-grid keys; add the segmentation and the Jacobian map, and
+    the copies of them (``FIXED_SPACE_KEYS``) that ``Invertd`` then maps to the fixed image's original space.
+
+    Args:
+        pred_key: key of the inferer's output dict.
+    """
+
+    def __init__(self, pred_key: str = CommonKeys.PRED) -> None:
+        self.pred_key = pred_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        pred = d.pop(self.pred_key)
+        d.pop(CommonKeys.IMAGE, None)  # the moving image again: already under "moving"
+        d.pop(CommonKeys.LABEL, None)
+        # MetaTensors: Invertd takes the fixed image's transform trace only for MetaTensor keys
+        ddf = pred["ddf"].float()
+        jacobian = jacobian_determinant(ddf[None], border=0)
+        d["ddf"], d["warped"], d["jacobian"] = ddf, pred["warped"].float(), jacobian
+        # copies to invert, as MetaTensors (Invertd takes the fixed image's trace only for those); J - 1 so that
+        # the zero padding outside the network's field of view means J = 1 there, as d = 0 does
+        d["ddf_fixed_space"] = MetaTensor(ddf.clone())
+        d["jacobian_fixed_space"] = MetaTensor(jacobian - 1.0)
+        if "fixed_logits" in pred:
+            # float so that Invertd's nearest resampling keeps exact integers
+            segmentation = torch.argmax(pred["fixed_logits"], dim=0, keepdim=True).float()
+            d["fixed_segmentation"] = segmentation
+            d["fixed_segmentation_fixed_space"] = MetaTensor(segmentation.clone())
+            d["fixed_logits"] = pred["fixed_logits"]
+        return d
+
+
+class WorldDisplacementd(MapTransform):
+    """Express an inverted network displacement in world millimetres (RAS).
+
+    ``Invertd`` resamples the field onto the fixed image's grid but leaves its components in voxels of the network
+    grid; multiplying by the network grid's affine (linear part) gives millimetres along world axes.
+
+    Args:
+        keys: displacement keys, (3, X, Y, Z) in network voxels.
+        grid_key: the preprocessed image whose affine is the network grid's (``"fixed"``).
+    """
+
+    def __init__(self, keys: str | Sequence[str] = "ddf_fixed_space", grid_key: str = "fixed") -> None:
+        super().__init__(keys)
+        self.grid_key = grid_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        network_affine = d[self.grid_key].affine
+        for key in self.key_iterator(d):
+            d[key] = voxel_to_world_displacement(d[key], network_affine)
+        return d
+
+
+class WarpOriginalMovingd(Transform):
+    """Warp the ORIGINAL moving image (and label) into the fixed image's original space through the world field.
+
+    ``out(p) = moving(p + d(p))`` for every voxel centre ``p`` of the fixed file: trilinear for the image, nearest
+    neighbour for the label, 0 outside the moving image (see :mod:`scripts.inference.resampling`). Also loads the
+    original fixed image and resamples the moving one without deformation, for before/after pictures.
+
+    Args:
+        displacement_key: (3, X, Y, Z) world mm displacement on the fixed grid.
+    """
+
+    def __init__(self, displacement_key: str = "ddf_fixed_space") -> None:
+        self.displacement_key = displacement_key
+        self.loader = LoadFramed(
+            ("moving", "fixed", "moving_label"),
+            frame_keys=("moving_frame", "fixed_frame", None),
+            allow_missing_keys=True,
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        originals = self.loader(source_record(d))
+        fixed, moving = originals["fixed"], originals["moving"]
+        displacement = d[self.displacement_key]
+        device = displacement.device
+        if tuple(fixed.shape) != tuple(displacement.shape[1:]):
+            raise RuntimeError(
+                f"{source_name(fixed, 'fixed')}: inverted field shape {tuple(displacement.shape[1:])} differs from "
+                f"the fixed image {tuple(fixed.shape)}"
+            )
+        grid_affine = fixed.affine
+        d["fixed_original"] = fixed.as_tensor().float()
+        d["fixed_affine"] = grid_affine.double().cpu()
+        d["warped_moving_fixed_space"] = resample_through_displacement(
+            moving.as_tensor().to(device), moving.affine, displacement, grid_affine
+        )
+        d["moving_original_fixed_space"] = resample_through_displacement(
+            moving.as_tensor().to(device), moving.affine, torch.zeros_like(displacement), grid_affine
+        )
+        if "moving_label" in originals:
+            label = originals["moving_label"]
+            warped = resample_through_displacement(
+                label.as_tensor().to(device), label.affine, displacement, grid_affine, mode="nearest"
+            )
+            d["warped_moving_label_fixed_space"] = torch.round(warped).to(torch.uint8)
+        return d
+
+
+class RegistrationMetricsd(Transform):
+    """Metrics of the pair on the network grid, as evaluation computes them, under ``"metrics"`` (floats).
+
+    Always: ``folding_percent`` (% of voxels with J <= 0), ``sdlogj_plus3`` (std log(J + 3), the paper's SDlogJ),
+    ``std_log_j_positive`` (std log J over J > 0), all with a 2-voxel border crop; ``max_displacement_mm``.
+    When the record has both label maps (preprocessed exactly as in evaluation): ``dice_rv/lvm/lvbp/mean`` and
+    ``hd95_*`` (mm) after registration (labels warped with nearest neighbour), ``initial_dice_*`` before it, and
+    ``segmentation_dice_*`` of the memory's fixed segmentation.
+
+    Args:
+        spatial_size: network grid shape, as the preprocessing.
+        pixdim: network voxel size in mm (HD95 spacing), as the preprocessing.
+        border: Jacobian border crop.
+    """
+
+    def __init__(
+        self, spatial_size: Sequence[int] = (128, 128, 16), pixdim: Sequence[float] = (1.8, 1.8, 10.0), border: int = 2
+    ) -> None:
+        self.pixdim = tuple(float(p) for p in pixdim)
+        self.border = border
+        self.label_preprocessing = registration_preprocessing(spatial_size, pixdim, with_labels=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        ddf = d["ddf"][None]
+        jac = jacobian_determinant(ddf, border=self.border)
+        metrics = {
+            "folding_percent": _to_python(folding_percent(jac)),
+            "sdlogj_plus3": _to_python(sdlogj_plus3(jac)),
+            "std_log_j_positive": _to_python(std_log_jacobian_positive(jac)),
+        }
+        if "ddf_fixed_space" in d:
+            metrics["max_displacement_mm"] = float(torch.linalg.vector_norm(d["ddf_fixed_space"], dim=0).max())
+        record = source_record(d)
+        if "moving_label" in record and "fixed_label" in record:
+            labels = self.label_preprocessing({k: v for k, v in record.items() if k != "pair_name"})
+            moving_label = labels["moving_label"].as_tensor()[None].to(ddf.device)
+            fixed_label = labels["fixed_label"].as_tensor()[None].to(ddf.device)
+            scores = registration_metrics(ddf, moving_label, fixed_label, spacing=self.pixdim, border=self.border)
+            metrics.update({k: _to_python(v) for k, v in scores.items() if k.startswith(("dice", "hd95"))})
+            initial = dice_per_structure(moving_label, fixed_label, (1, 2, 3))[0]
+            for name, value in zip(("rv", "lvm", "lvbp"), initial):
+                metrics[f"initial_dice_{name}"] = float(value)
+            metrics["initial_dice_mean"] = float(torch.nanmean(initial.double()))
+            if "fixed_logits" in d:
+                seg = segmentation_dice(d["fixed_logits"][None], fixed_label)
+                metrics.update({k.replace("seg_dice", "segmentation_dice"): _to_python(v) for k, v in seg.items()})
+        d["metrics"] = metrics
+        return d
+
+
+def registration_postprocessing(
+    preprocessing: InvertibleTransform,
+    spatial_size: Sequence[int] = (128, 128, 16),
+    pixdim: Sequence[float] = (1.8, 1.8, 10.0),
+) -> Compose:
+    """The postprocessing chain of the inference config (see the module docstring for the keys it adds).
+
+    Args:
+        preprocessing: the dataset's preprocessing Compose (the same object: ``Invertd`` matches transforms by id).
+        spatial_size: network grid shape.
+        pixdim: network voxel size in mm.
+    """
+    fixed_space_keys = [name for name, _ in FIXED_SPACE_KEYS.values()]
+    nearest = [flag for _, flag in FIXED_SPACE_KEYS.values()]
+    return Compose(
+        [
+            UnpackRegistrationOutputd(),
+            Invertd(
+                fixed_space_keys,
+                transform=preprocessing,
+                orig_keys="fixed",
+                nearest_interp=nearest,
+                allow_missing_keys=True,
+            ),
+            Lambdad("jacobian_fixed_space", lambda j_minus_one: j_minus_one + 1.0),
+            WorldDisplacementd("ddf_fixed_space", grid_key="fixed"),
+            WarpOriginalMovingd("ddf_fixed_space"),
+            RegistrationMetricsd(spatial_size, pixdim),
+        ]
+    )

@@ -1,0 +1,97 @@
+"""Resample an image on its own grid at the world points ``p + d(p)`` of another grid (the fixed image's).
+
+This is how the bundle makes its outputs in the fixed image's ORIGINAL space: the original moving image (not the
+network's 128 x 128 x 16 resampled copy) is sampled through the world-space displacement, exactly as ITK's
+``ResampleImageFilter`` with a ``DisplacementFieldTransform`` does. Boundary rule, as ITK: a point within half a
+voxel outside the outermost voxel centres takes the edge value (clamped), a point further out gets 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["grid_world_points", "resample_at_world_points", "resample_through_displacement"]
+
+
+def _affine64(affine: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    matrix = affine.detach() if isinstance(affine, torch.Tensor) else torch.from_numpy(np.asarray(affine))
+    return matrix.to(device=device, dtype=torch.float64)
+
+
+def grid_world_points(shape: Sequence[int], affine: torch.Tensor | np.ndarray, device=None) -> torch.Tensor:
+    """World (RAS mm) position of every voxel centre of a grid.
+
+    Args:
+        shape: (X, Y, Z) voxels.
+        affine: (4, 4) RAS mm <- voxel index.
+        device: torch device of the result.
+
+    Returns:
+        (X, Y, Z, 3) float64 tensor.
+    """
+    device = torch.device("cpu") if device is None else torch.device(device)
+    axes = [torch.arange(int(n), device=device, dtype=torch.float64) for n in shape]
+    index = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    matrix = _affine64(affine, device)
+    return index @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def resample_at_world_points(
+    image: torch.Tensor, affine: torch.Tensor | np.ndarray, points: torch.Tensor, mode: str = "bilinear"
+) -> torch.Tensor:
+    """Sample ``image`` (on the grid of ``affine``) at world ``points``.
+
+    Args:
+        image: (X, Y, Z) volume; float for ``"bilinear"`` (trilinear), any numeric dtype for ``"nearest"``.
+        affine: (4, 4) affine of ``image`` (RAS mm <- voxel index).
+        points: (..., 3) world positions in mm, float64.
+        mode: ``"bilinear"`` (trilinear interpolation) or ``"nearest"``.
+
+    Returns:
+        (...) float32 tensor of sampled values, 0 beyond half a voxel outside the image.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected an (X, Y, Z) volume, got shape {tuple(image.shape)}")
+    shape = torch.tensor(image.shape, device=points.device, dtype=torch.float64)
+    matrix = torch.linalg.inv(_affine64(affine, points.device))
+    voxel = points @ matrix[:3, :3].T + matrix[:3, 3]
+    inside = ((voxel >= -0.5) & (voxel <= shape - 0.5)).all(dim=-1)
+    # clamp onto the outermost centres: ITK's edge rule within the half-voxel margin; align_corners=True maps
+    # index 0 -> -1 and index n-1 -> +1 (a single-voxel axis maps to 0)
+    clamped = torch.minimum(voxel.clamp_min(0.0), shape - 1)
+    normalised = torch.where(shape > 1, 2.0 * clamped / (shape - 1).clamp_min(1.0) - 1.0, torch.zeros_like(clamped))
+    # grid_sample reads the last grid component as the LAST input axis: (x, y, z) indices -> (z, y, x) order
+    grid = normalised.flip(-1).reshape(1, -1, 1, 1, 3).to(torch.float32)
+    volume = image.to(device=points.device, dtype=torch.float32)[None, None]
+    sampled = F.grid_sample(volume, grid, mode=mode, padding_mode="border", align_corners=True)
+    sampled = sampled.reshape(points.shape[:-1])
+    return torch.where(inside, sampled, torch.zeros_like(sampled))
+
+
+def resample_through_displacement(
+    image: torch.Tensor,
+    image_affine: torch.Tensor | np.ndarray,
+    displacement_mm: torch.Tensor,
+    grid_affine: torch.Tensor | np.ndarray,
+    mode: str = "bilinear",
+) -> torch.Tensor:
+    """Warp ``image`` onto the grid of ``displacement_mm``: ``out(p) = image(p + d(p))`` in world coordinates.
+
+    Args:
+        image: (X_m, Y_m, Z_m) volume on its own grid (e.g. the original moving image).
+        image_affine: (4, 4) affine of ``image``.
+        displacement_mm: (3, X, Y, Z) world RAS displacement in mm on the target grid (fixed -> moving). Pass
+            zeros to resample ``image`` onto the target grid without deformation.
+        grid_affine: (4, 4) affine of the target grid (the fixed image's).
+        mode: ``"bilinear"`` for images, ``"nearest"`` for label maps.
+
+    Returns:
+        (X, Y, Z) float32 tensor on the target grid.
+    """
+    points = grid_world_points(displacement_mm.shape[1:], grid_affine, device=displacement_mm.device)
+    points = points + torch.movedim(displacement_mm.to(torch.float64), 0, -1)
+    return resample_at_world_points(image, image_affine, points, mode=mode)

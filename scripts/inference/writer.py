@@ -1,0 +1,206 @@
+"""The writer: one folder per pair, written to a temporary folder and renamed into place when complete.
+
+``<output_dir>/<pair_name>/`` holds (fixed image's original space unless said otherwise):
+``warped_moving.nii.gz``, ``warped_moving_label.nii.gz`` (when a moving label is given),
+``displacement_fixed_to_moving_mm.nii.gz`` (see :mod:`scripts.inference.displacement`),
+``fixed_segmentation_predicted.nii.gz`` (networks with an anatomical memory), ``jacobian_determinant.nii.gz``,
+``summary.json``, ``quality_control.png`` and, on request, ``network_grid/`` with the network-grid versions.
+A failure while writing a pair leaves no trace of that pair; an earlier result of the same pair is replaced only
+once the new folder is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from scripts.inference.displacement import voxel_to_world_displacement
+from scripts.inference.handlers import PairTimer, RegistrationCheckpointLoader
+from scripts.inference.nifti_io import Geometry, save_displacement, save_volume
+from scripts.inference.pairs import source_record
+from scripts.inference.qc_figure import save_quality_control_figure
+from scripts.inference.summary import pair_summary
+
+__all__ = ["PairOutputWriter", "replace_directory"]
+
+logger = logging.getLogger(__name__)
+
+
+def _numpy(tensor: Any) -> np.ndarray:
+    return tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+
+
+def replace_directory(source: Path, destination: Path) -> None:
+    """Move the complete folder ``source`` to ``destination``, replacing an existing one only after the move."""
+    if not destination.exists():
+        os.replace(source, destination)
+        return
+    previous = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=destination.parent))
+    os.replace(destination, previous / destination.name)
+    os.replace(source, destination)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _notes(metrics: Mapping[str, float]) -> dict[str, str]:
+    """The few numbers worth a glance, for the QC picture's title."""
+    notes = {}
+    if "dice_mean" in metrics:
+        notes["Dice"] = f"{metrics.get('initial_dice_mean', float('nan')):.3f} -> {metrics['dice_mean']:.3f}"
+        notes["HD95"] = f"{metrics.get('hd95_mean', float('nan')):.1f} mm"
+    notes["folding"] = f"{metrics['folding_percent']:.3f} %"
+    notes["SDlogJ(+3)"] = f"{metrics['sdlogj_plus3']:.3f}"
+    if "max_displacement_mm" in metrics:
+        notes["max |d|"] = f"{metrics['max_displacement_mm']:.1f} mm"
+    return notes
+
+
+class PairOutputWriter:
+    """At ``Events.ITERATION_COMPLETED``: write each pair's folder; at ``COMPLETED``: say where everything went.
+
+    Args:
+        output_dir: folder receiving one subfolder per pair (created when the first pair is written).
+        checkpoint: the loader whose record (path, sha256) goes into the summaries.
+        timer: the :class:`PairTimer` whose stage times go into the summaries.
+        network: description for the summaries (architecture, preset, device...).
+        save_network_grid: also write the network-grid images to ``network_grid/``.
+        save_qc: write ``quality_control.png``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        checkpoint: RegistrationCheckpointLoader | None = None,
+        timer: PairTimer | None = None,
+        network: Mapping[str, Any] | None = None,
+        save_network_grid: bool = False,
+        save_qc: bool = True,
+    ) -> None:
+        self.output_dir = Path(output_dir).expanduser().absolute()
+        self.checkpoint, self.timer = checkpoint, timer
+        self.network = dict(network or {})
+        self.save_network_grid, self.save_qc = save_network_grid, save_qc
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self._report)
+
+    def _reset(self, engine: Engine) -> None:
+        self.written = []
+
+    def __call__(self, engine: Engine) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        if not isinstance(batch, list):  # the config decollates; a single dict means batch size 1 undecollated
+            batch, output = [batch], [output]
+        for sample, result in zip(batch, output):
+            self.written.append(self.write_pair({**sample, **result}))
+
+    def _report(self, engine: Engine) -> None:
+        logger.info(f"registered {len(self.written)} pair(s); outputs written to {self.output_dir}")
+
+    def write_pair(self, data: Mapping[str, Any]) -> Path:
+        """Write one pair's folder from the postprocessed dict; returns the folder."""
+        started = time.perf_counter()
+        record = source_record(dict(data))
+        destination = self.output_dir / record["pair_name"]
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{record['pair_name']}.", suffix=".partial", dir=self.output_dir))
+        try:
+            files = self._write_files(staging, data, record)
+            timings = dict(self.timer.current) if self.timer is not None else {}
+            timings["write"] = time.perf_counter() - started
+            timings["total"] = sum(timings.values())
+            summary = pair_summary(
+                record,
+                data.get("metrics", {}),
+                timings,
+                None if self.checkpoint is None else self.checkpoint.record,
+                files + ["summary.json"],
+                self.network,
+            )
+            (staging / "summary.json").write_text(json.dumps(summary, indent=4) + "\n", encoding="utf-8")
+            os.chmod(staging, 0o755)  # mkdtemp makes it private; outputs are meant to be shared like any folder
+            replace_directory(staging, destination)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info(f"{record['pair_name']}: wrote {destination}")
+        return destination
+
+    def _write_files(self, folder: Path, data: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
+        fixed_space = Geometry(record["fixed"])
+        files = []
+
+        def volume(name: str, key: str, dtype=np.float32, geometry: Geometry = fixed_space, where: Path = folder):
+            if key in data:
+                save_volume(data[key], geometry, where / name, dtype=dtype)
+                files.append(str((where / name).relative_to(folder)))
+
+        volume("warped_moving.nii.gz", "warped_moving_fixed_space")
+        volume("warped_moving_label.nii.gz", "warped_moving_label_fixed_space", np.uint8)
+        save_displacement(data["ddf_fixed_space"], fixed_space, folder / "displacement_fixed_to_moving_mm.nii.gz")
+        files.append("displacement_fixed_to_moving_mm.nii.gz")
+        volume("fixed_segmentation_predicted.nii.gz", "fixed_segmentation_fixed_space", np.uint8)
+        volume("jacobian_determinant.nii.gz", "jacobian_fixed_space")
+        if self.save_qc:
+            save_quality_control_figure(
+                folder / "quality_control.png",
+                fixed=_numpy(data["fixed_original"]),
+                moving=_numpy(data["moving_original_fixed_space"]),
+                warped=_numpy(data["warped_moving_fixed_space"]),
+                displacement_mm=_numpy(data["ddf_fixed_space"]),
+                affine=_numpy(data["fixed_affine"]),
+                segmentation=(
+                    _numpy(data["fixed_segmentation_fixed_space"][0])
+                    if "fixed_segmentation_fixed_space" in data
+                    else None
+                ),
+                warped_label=(
+                    _numpy(data["warped_moving_label_fixed_space"])
+                    if "warped_moving_label_fixed_space" in data
+                    else None
+                ),
+                jacobian=_numpy(data["jacobian_fixed_space"][0]) if "jacobian_fixed_space" in data else None,
+                title=str(record["pair_name"]),
+                notes=_notes(data.get("metrics", {})),
+            )
+            files.append("quality_control.png")
+        if self.save_network_grid:
+            files += self._write_network_grid(folder, data)
+        return files
+
+    def _write_network_grid(self, folder: Path, data: Mapping[str, Any]) -> list[str]:
+        grid = folder / "network_grid"
+        grid.mkdir()
+        affine = data["fixed"].affine
+        geometry = Geometry(affine)
+        names = {
+            "fixed.nii.gz": "fixed",
+            "moving.nii.gz": "moving",
+            "warped_moving.nii.gz": "warped",
+            "jacobian_determinant.nii.gz": "jacobian",
+        }
+        written = []
+        for name, key in names.items():
+            save_volume(data[key], geometry, grid / name)
+            written.append(f"network_grid/{name}")
+        if "fixed_segmentation" in data:
+            save_volume(data["fixed_segmentation"], geometry, grid / "fixed_segmentation_predicted.nii.gz", np.uint8)
+            written.append("network_grid/fixed_segmentation_predicted.nii.gz")
+        ddf = data["ddf"]
+        world = voxel_to_world_displacement(ddf, affine)
+        save_displacement(world, geometry, grid / "displacement_fixed_to_moving_mm.nii.gz")
+        save_volume(np.moveaxis(_numpy(ddf), 0, -1), geometry, grid / "ddf_voxels.nii.gz")
+        written += ["network_grid/displacement_fixed_to_moving_mm.nii.gz", "network_grid/ddf_voxels.nii.gz"]
+        return written
