@@ -56,14 +56,42 @@ def test_metadata_pins_match_requirements_txt() -> None:
     assert pins == {name.lower(): version for name, version in metadata["required_packages_version"].items()}
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.json")) + ["variants"])
-def test_every_config_parses_with_monai(config: str) -> None:
-    paths = sorted((CONFIGS / "variants").glob("*.json")) if config == "variants" else [CONFIGS / config]
-    for path in paths:
+# Standalone configs, and override files parsed merged after the config they override, as users run them.
+CONFIG_STACKS = [
+    ["train.json"],
+    ["train.json", "evaluate.json"],
+    ["train.json", "multi_gpu_train.json"],
+    ["inference.json"],
+] + [
+    [base, f"variants/{variant.name}"]
+    for base in ("train.json", "inference.json")
+    for variant in sorted((CONFIGS / "variants").glob("*.json"))
+]
+
+
+@pytest.mark.parametrize("stack", CONFIG_STACKS, ids=lambda stack: "+".join(stack))
+def test_every_config_parses_with_monai(stack: list[str]) -> None:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / name) for name in stack])
+    parser.parse()
+    assert parser.get("network_def") is not None
+
+
+def test_every_config_file_is_covered() -> None:
+    covered = {name for stack in CONFIG_STACKS for name in stack}
+    on_disk = {str(path.relative_to(CONFIGS)) for path in CONFIGS.rglob("*.json")} - {"metadata.json"}
+    assert on_disk <= covered
+
+
+def test_variant_overrides_switch_the_network() -> None:
+    for variant, expected in [("lapwarp", "lapwarp"), ("lkunet", "lkunet"), ("voxelmorph", "voxelmorph")]:
         parser = ConfigParser()
-        parser.read_config(str(path))
-        parser.parse()
-        assert parser.get() is not None
+        parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "variants" / f"{variant}.json")])
+        assert parser.get_parsed_content("architecture") == expected
+        assert parser.get("network_def")["architecture"] == "@architecture"
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "variants" / "paper.json")])
+    assert parser.get_parsed_content("network_preset") == "paper"
 
 
 def test_configs_are_four_space_indented_json() -> None:
