@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["upsample_field_in_plane", "check_pyramid_size", "same_layout"]
+__all__ = ["upsample_field_in_plane", "check_pyramid_size", "to_layout"]
 
 
 def upsample_field_in_plane(field: torch.Tensor) -> torch.Tensor:
@@ -38,12 +38,12 @@ def check_pyramid_size(moving: torch.Tensor, fixed: torch.Tensor, num_levels: in
         )
 
 
-def same_layout(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Return ``tensor`` in the memory layout of ``reference`` (channels-last or not).
+def to_layout(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Return a 5-D ``tensor`` in channels-last (NDHWC) or standard (NCDHW) memory layout; values are unchanged.
 
-    grid_sample returns standard-layout tensors; concatenating them with channels-last features would
-    send every following convolution down oneDNN's slow mixed-layout path.
+    oneDNN's 3-D convolutions with few channels run several times faster channels-last, while wider
+    ones at coarse levels are not helped; the network therefore chooses the layout per level. Mixed
+    layouts inside one level would send convolutions down the slow conversion path.
     """
-    if reference.dim() == 5 and reference.is_contiguous(memory_format=torch.channels_last_3d):
-        return tensor.contiguous(memory_format=torch.channels_last_3d)
-    return tensor
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    return tensor.contiguous(memory_format=layout)

@@ -9,7 +9,7 @@ from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
 from .blocks import ConvNormAct, KernelSpec, LargeKernelBlock, UpsampleInPlane, per_level
-from .fields import same_layout, upsample_field_in_plane
+from .fields import to_layout, upsample_field_in_plane
 from .flow_heads import MemoryFlowHead
 
 __all__ = ["LaplacianWarpingDecoder"]
@@ -39,6 +39,7 @@ class LaplacianWarpingDecoder(nn.Module):
         kernel_size, large_kernel, small_kernel: kernels of the plain and LK blocks, for all levels or per level.
         integration_steps: scaling-and-squaring steps at levels >= 1.
         pyramid: predict and warp at every level (True), or only at the finest (False).
+        channels_last_levels: the number of finest levels computed in channels-last memory layout.
     """
 
     def __init__(
@@ -50,8 +51,10 @@ class LaplacianWarpingDecoder(nn.Module):
         small_kernel: KernelSpec = 3,
         integration_steps: int = 7,
         pyramid: bool = True,
+        channels_last_levels: int = 0,
     ) -> None:
         super().__init__()
+        self.channels_last_levels = channels_last_levels
         if len(heads) != len(channels):
             raise ValueError(f"need one head per level: {len(channels)} levels, {len(heads)} heads")
         self.channels = tuple(channels)
@@ -112,9 +115,10 @@ class LaplacianWarpingDecoder(nn.Module):
                 up_total, up_step = upsample_field_in_plane(total), upsample_field_in_plane(step)
                 skip_moving, skip_fixed = skip.chunk(2, dim=0)
                 up_moving, up_fixed = upsampled.chunk(2, dim=0)
-                skip = torch.cat([same_layout(self.warp(skip_moving, up_total), skip_fixed), skip_fixed], dim=0)
-                upsampled = torch.cat([same_layout(self.warp(up_moving, up_step), up_fixed), up_fixed], dim=0)
-            decoded = self.fuse[level](torch.cat([skip, upsampled], dim=1))
+                skip = torch.cat([self.warp(skip_moving, up_total), skip_fixed], dim=0)
+                upsampled = torch.cat([self.warp(up_moving, up_step), up_fixed], dim=0)
+            fused_input = to_layout(torch.cat([skip, upsampled], dim=1), level < self.channels_last_levels)
+            decoded = self.fuse[level](fused_input)
             if not self.pyramid and level > 0:
                 continue
             residual, level_logits = self._predict(level, decoded)
@@ -130,7 +134,8 @@ class LaplacianWarpingDecoder(nn.Module):
 
     @staticmethod
     def _record(residual, total, level_logits, residuals, level_ddfs, logits) -> None:
-        residuals.append(residual)
-        level_ddfs.append(total)
+        # Outputs leave the network in the standard layout, whatever layout their level ran in.
+        residuals.append(residual.contiguous())
+        level_ddfs.append(total.contiguous())
         if level_logits is not None:
-            logits.append(level_logits)
+            logits.append(level_logits.contiguous())

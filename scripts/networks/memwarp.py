@@ -43,8 +43,9 @@ class MemWarp(nn.Module):
         num_classes: N, memory slots = anatomical classes (background, RV, LVM, LVBP).
         temperature: softmax temperature of the memory addressing.
         integration_steps: scaling-and-squaring steps at levels >= 1.
-        channels_last: run the convolutions on channels-last (NDHWC) tensors. The numbers are the same;
-            oneDNN's kernels for few-channel 3-D convolutions are up to 2-3x faster in that layout on CPU.
+        channels_last_levels: compute the finest ``channels_last_levels`` levels on channels-last (NDHWC)
+            tensors. The numbers are the same; oneDNN's kernels for few-channel 3-D convolutions (the
+            full-resolution levels) are several times faster in that layout on CPU.
 
     Returns (forward):
         dict with ``ddf`` (B, 3, H, W, D) the final displacement in voxel units (channel i along
@@ -72,7 +73,7 @@ class MemWarp(nn.Module):
         num_classes: int = 4,
         temperature: float = 0.1,
         integration_steps: int = 7,
-        channels_last: bool = False,
+        channels_last_levels: int = 0,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -81,7 +82,7 @@ class MemWarp(nn.Module):
             raise ValueError(f"need one head width per level: {len(channels)} levels, {len(head_channels)} widths")
         self.variant = variant
         self.num_levels = len(channels)
-        self.encoder = SiameseEncoder(channels, kernel_size, large_kernel, small_kernel)
+        self.encoder = SiameseEncoder(channels, kernel_size, large_kernel, small_kernel, channels_last_levels)
         self.memory = None
         if variant == "memwarp":
             self.memory = AnatomicalMemory(num_classes, flow_feature_channels, memory_hidden, temperature)
@@ -100,21 +101,15 @@ class MemWarp(nn.Module):
             small_kernel,
             integration_steps=integration_steps,
             pyramid=variant != "lkunet",
+            channels_last_levels=channels_last_levels,
         )
         self.warp = Warp(mode="bilinear", padding_mode="zeros")
-        self.channels_last = channels_last
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """moving, fixed: (B, 1, H, W, D), H and W divisible by 2^(levels-1) -> the output dict (see class doc)."""
         check_pyramid_size(moving, fixed, self.num_levels)
-        images = torch.cat([moving, fixed], dim=0)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last_3d)
-        features = self.encoder(images)
+        features = self.encoder(torch.cat([moving, fixed], dim=0))
         output: dict[str, torch.Tensor | list[torch.Tensor]] = dict(self.decoder(features))
-        if self.channels_last:
-            for key in ("level_ddfs", "residuals", "anatomical_logits"):
-                output[key] = [tensor.contiguous() for tensor in output[key]]
         ddf = output["level_ddfs"][0]
         output["ddf"] = ddf
         output["warped"] = self.warp(moving, ddf)
