@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
+from scripts.atomic_files import write_text_atomically
 from scripts.metrics import ACDC_SPACING_MM, JACOBIAN_BORDER, registration_metrics, segmentation_dice
 
 __all__ = [
@@ -169,25 +169,6 @@ def summarise(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) ->
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
-
-
 def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
     """Write rows as CSV (NaN and None as empty cells, floats with 6 significant digits), atomically."""
     buffer = io.StringIO()
@@ -202,12 +183,12 @@ def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
             else:
                 cells.append("" if value is None else str(value))
         writer.writerow(cells)
-    return _atomic_write_text(Path(path), buffer.getvalue())
+    return write_text_atomically(Path(path), buffer.getvalue())
 
 
 def write_json_atomic(path: str | os.PathLike, content: Any) -> Path:
     """Write JSON (4-space indent, strict: no NaN), atomically."""
-    return _atomic_write_text(Path(path), json.dumps(content, indent=4, allow_nan=False) + "\n")
+    return write_text_atomically(Path(path), json.dumps(content, indent=4, allow_nan=False) + "\n")
 
 
 def _as_list(value: Any, size: int) -> list[str]:

@@ -11,12 +11,11 @@ import json
 import os
 import platform
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from scripts.atomic_files import write_text_atomically
 from scripts.benchmark.speed import MODELS, as_dict, measure_in_subprocess, speed_result
 
 # Directed training pairs per epoch in the reference split, and the budget for the shipped weights.
@@ -118,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios": derived,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=output.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(report, handle, indent=4)
-    os.replace(handle.name, output)
+    output = write_text_atomically(args.output, json.dumps(report, indent=4) + "\n")
     print(f"wrote {output}")
     return 0
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from scripts.atomic_files import write_text_atomically
 from scripts.data.acdc import PatientFrames, find_patient_dirs, find_patient_frames, patient_id
 from scripts.data.errors import InvalidInputError, MissingInputError
 
@@ -167,6 +167,22 @@ def reference_split(dataset_dir: str | os.PathLike, require_labels: bool = True)
     return split
 
 
+def read_datalist_json(json_path: str | os.PathLike) -> object:
+    """The parsed content of a datalist JSON file.
+
+    Raises:
+        MissingInputError: the file does not exist.
+        InvalidInputError: the file is not UTF-8 JSON. The messages name the file.
+    """
+    path = Path(json_path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: datalist file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidInputError(f"{path}: not a JSON datalist ({error})") from None
+
+
 def load_datalist(json_path: str | os.PathLike, section: str) -> list[dict]:
     """Read one section of an explicit datalist JSON (``{"training": [...], "validation": [...], "test": [...]}``).
 
@@ -179,12 +195,7 @@ def load_datalist(json_path: str | os.PathLike, section: str) -> list[dict]:
             unknown direction. The message names the file.
     """
     path = Path(json_path)
-    if not path.is_file():
-        raise MissingInputError(f"{path}: datalist file not found")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path}: not a JSON datalist ({error})") from None
+    content = read_datalist_json(path)
     if not isinstance(content, dict) or section not in content:
         available = ", ".join(content) if isinstance(content, dict) else "none"
         raise InvalidInputError(f"{path}: no section {section!r} (sections: {available})")
@@ -244,15 +255,5 @@ def save_datalist(
         section: [{k: portable(v) if k in PATH_KEYS else v for k, v in record.items()} for record in records]
         for section, records in datalist.items()
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(serialisable, stream, indent=4)
-            stream.write("\n")
-        os.replace(temporary, output)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_text_atomically(output, json.dumps(serialisable, indent=4) + "\n")
     return output

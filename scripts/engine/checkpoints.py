@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from torch import nn
+
+from scripts.atomic_files import write_atomically
 
 __all__ = ["BestModelSaver", "TrainingStateLoader", "TrainingStateSaver", "atomic_torch_save", "unwrap_module"]
 
@@ -38,23 +39,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
     The file gets the permissions a plain ``open`` would give (``mkstemp`` alone makes it owner-only).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_atomically(path, lambda stream: torch.save(obj, stream), binary=True)
 
 
 class BestModelSaver:

@@ -14,14 +14,13 @@ names otherwise, made unique within the run. Outputs of a pair go to ``<output_d
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.data import DIRECTIONS, InvalidInputError, MissingInputError, build_pair_datalist, load_datalist
-from scripts.data.datalist import PATH_KEYS
+from scripts.data import DIRECTIONS, InvalidInputError, build_pair_datalist, load_datalist
+from scripts.data.datalist import PATH_KEYS, read_datalist_json
 
 __all__ = ["inference_pairs", "pair_name", "records_from_json", "source_record"]
 
@@ -56,12 +55,7 @@ def records_from_json(json_path: str | os.PathLike, section: str = "test") -> li
         InvalidInputError: not JSON, or records without "moving"/"fixed" (the message names the file).
     """
     path = Path(json_path)
-    if not path.is_file():
-        raise MissingInputError(f"{path}: datalist file not found")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path}: not a JSON datalist ({error})") from None
+    content = read_datalist_json(path)
     if isinstance(content, dict):
         return load_datalist(path, section)
     if not isinstance(content, list) or not content:

@@ -31,24 +31,14 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
+from scripts.atomic_files import write_bytes_atomically
+
 if TYPE_CHECKING:
     from .generator import PhantomSubject
 
 MANIFEST_NAME = "phantom_manifest.json"
 DDF_SUFFIXES = {"ED_to_ES": "true_ddf_ED_to_ES", "ES_to_ED": "true_ddf_ES_to_ED"}
 FRAME_DURATION_MS = 30.0  # nominal temporal resolution written as the 4th zoom of the cine
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def _nifti(array: np.ndarray, affine: np.ndarray, zooms_extra: tuple[float, ...] = ()) -> nib.Nifti1Image:
@@ -64,7 +54,7 @@ def _nifti(array: np.ndarray, affine: np.ndarray, zooms_extra: tuple[float, ...]
 
 def save_nifti_gz(image: nib.Nifti1Image, path: Path) -> None:
     """Save ``image`` as gzip level-1 NIfTI at ``path`` (atomic, reproducible bytes)."""
-    atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
+    write_bytes_atomically(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
 
 
 def displacement_image(ddf: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
@@ -99,7 +89,7 @@ def write_subject(
     written = []
 
     info = folder / "Info.cfg"
-    atomic_write_bytes(info, info_cfg(subject).encode())
+    write_bytes_atomically(info, info_cfg(subject).encode())
     written.append(info)
     if write_cine:
         path = folder / f"{name}_4d.nii.gz"
@@ -118,6 +108,6 @@ def write_subject(
     total = sum(path.stat().st_size for path in written) + sum(len(data) for data in fields.values())
     if ddf_budget is None or total <= ddf_budget:
         for path, data in fields.items():
-            atomic_write_bytes(path, data)
+            write_bytes_atomically(path, data)
             written.append(path)
     return written

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from scripts.atomic_files import write_text_atomically
+
 from .acdc_writer import MANIFEST_NAME, write_subject
 from .calibration import calibrate_function
 from .motion import breathing_cycle, cardiac_cycle
@@ -202,9 +204,7 @@ def generate_dataset(
         "options": {name: getattr(options, name) for name in options.__dataclass_fields__},
         "subjects": summaries,
     }
-    temporary = root / f".{MANIFEST_NAME}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=4))
-    os.replace(temporary, root / MANIFEST_NAME)
+    write_text_atomically(root / MANIFEST_NAME, json.dumps(manifest, indent=4))
     return summaries
 
 
