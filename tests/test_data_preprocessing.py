@@ -25,20 +25,11 @@ from scripts.data import (
     registration_augmentation,
     registration_preprocessing,
 )
+from tests.geometry import rotation
 
 SPATIAL_SIZE = (128, 128, 16)
 PIXDIM = (1.8, 1.8, 10.0)
 STRUCTURES = {1: "RV", 2: "LVM", 3: "LVBP"}
-
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    """3x3 rotation about one coordinate axis."""
-    t = np.deg2rad(degrees)
-    c, s = np.cos(t), np.sin(t)
-    i, j = [a for a in range(3) if a != axis]
-    matrix = np.eye(3)
-    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
-    return matrix
 
 
 # The heart's frame: its long axis is the slice normal of the "scanner" geometry below.

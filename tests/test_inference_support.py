@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.geometry import rotation
+
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/inference.json"
 DDF_NAME = "displacement_fixed_to_moving_mm.nii.gz"
@@ -116,16 +118,6 @@ def compact_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
     torch.save(bundle_network("memwarp", "compact").state_dict(), path)
     return path
-
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    """3x3 rotation about one coordinate axis."""
-    t = np.deg2rad(degrees)
-    c, s = np.cos(t), np.sin(t)
-    i, j = [a for a in range(3) if a != axis]
-    matrix = np.eye(3)
-    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
-    return matrix
 
 
 # A scanner-like geometry: rotated about two axes, anisotropic (1.5 x 1.3 x 8 mm), axis 0 pointing left (LPS-like
