@@ -201,21 +201,34 @@ def load_datalist(json_path: str | os.PathLike, section: str) -> list[dict]:
         raise InvalidInputError(f"{path}: no section {section!r} (sections: {available})")
     if not isinstance(content[section], list):
         raise InvalidInputError(f"{path}: section {section!r} must be a list of pair records")
-    base = path.parent
     records = []
     for index, item in enumerate(content[section]):
-        where = f"{path}: {section}[{index}]"
-        if not isinstance(item, dict) or "moving" not in item or "fixed" not in item:
-            raise InvalidInputError(f"{where} must be a pair record with 'moving' and 'fixed' image paths")
-        if "direction" in item and item["direction"] not in DIRECTIONS:
-            raise InvalidInputError(f"{where}: unknown direction {item['direction']!r}, expected one of {DIRECTIONS}")
-        record = dict(item)
-        for key in PATH_KEYS:
-            if key in record:
-                record[key] = os.path.normpath(base / os.path.expanduser(str(record[key])))
+        record = resolve_pair_record(item, path.parent, f"{path}: {section}[{index}]")
         record.setdefault("group", "")
         records.append(record)
     return records
+
+
+def resolve_pair_record(item: object, base: Path, where: str) -> dict:
+    """Check one pair record read from a datalist JSON and resolve its paths against ``base``.
+
+    Args:
+        item: the JSON value; must be a dict with "moving" and "fixed" (and a known "direction" if any).
+        base: folder relative paths are resolved against (the JSON file's folder).
+        where: the file and position used in error messages, e.g. ``"list.json: test[3]"``.
+
+    Raises:
+        InvalidInputError: not a pair record, or an unknown direction.
+    """
+    if not isinstance(item, dict) or "moving" not in item or "fixed" not in item:
+        raise InvalidInputError(f"{where} must be a pair record with 'moving' and 'fixed' image paths")
+    if "direction" in item and item["direction"] not in DIRECTIONS:
+        raise InvalidInputError(f"{where}: unknown direction {item['direction']!r}, expected one of {DIRECTIONS}")
+    record = dict(item)
+    for key in PATH_KEYS:
+        if key in record:
+            record[key] = os.path.normpath(base / os.path.expanduser(str(record[key])))
+    return record
 
 
 def save_datalist(

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.data import DIRECTIONS, InvalidInputError, build_pair_datalist, load_datalist
-from scripts.data.datalist import PATH_KEYS, read_datalist_json
+from scripts.data.datalist import PATH_KEYS, read_datalist_json, resolve_pair_record
 
 __all__ = ["inference_pairs", "pair_name", "records_from_json", "source_record"]
 
@@ -60,18 +60,7 @@ def records_from_json(json_path: str | os.PathLike, section: str = "test") -> li
         return load_datalist(path, section)
     if not isinstance(content, list) or not content:
         raise InvalidInputError(f"{path}: expected a non-empty list of pair records or a sectioned datalist")
-    records = []
-    for index, item in enumerate(content):
-        if not isinstance(item, dict) or not {"moving", "fixed"} <= set(item):
-            raise InvalidInputError(f"{path}: item {index} must be a pair record with 'moving' and 'fixed' paths")
-        if "direction" in item and item["direction"] not in DIRECTIONS:
-            raise InvalidInputError(f"{path}: item {index}: unknown direction {item['direction']!r}")
-        record = dict(item)
-        for key in PATH_KEYS:
-            if key in record:
-                record[key] = os.path.normpath(path.parent / os.path.expanduser(str(record[key])))
-        records.append(record)
-    return records
+    return [resolve_pair_record(item, path.parent, f"{path}: item {index}") for index, item in enumerate(content)]
 
 
 def _directions(directions: str | Sequence[str]) -> tuple[str, ...]:
