@@ -16,7 +16,6 @@ from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from torch import nn
 
-from scripts.data import build_pair_datalist, save_datalist
 from scripts.engine import RegistrationPrepareBatch
 from scripts.evaluation import INITIAL_ROW, RegistrationEvaluationHandler
 from scripts.networks import bundle_network
@@ -151,17 +150,10 @@ def test_segmentation_columns_are_blank_without_memory(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def evaluated(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def evaluated(phantom_dataset: Path, phantom_datalist, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``run evaluating`` on the testing/ patients with an untrained tiny MemWarp saved as models/model.pt."""
     run = tmp_path_factory.mktemp("evaluate_run")
-    datalist = save_datalist(
-        {
-            "training": build_pair_datalist(phantom_dataset, [1]),
-            "validation": build_pair_datalist(phantom_dataset, [61]),
-            "test": build_pair_datalist(phantom_dataset / "testing"),
-        },
-        run / "datalist.json",
-    )
+    datalist = phantom_datalist(run, training=[1])
     torch.manual_seed(0)
     (run / "models").mkdir()
     torch.save(bundle_network("memwarp", "tiny").state_dict(), run / "models" / "model.pt")

@@ -11,24 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.data import build_pair_datalist, save_datalist
-
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
 
 
 @pytest.fixture(scope="module")
-def distributed_run(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def distributed_run(phantom_dataset: Path, phantom_datalist, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch on 2 CPU processes: 6 training pairs (patients 1, 21, 41), 2 validation pairs (patient 61)."""
     run = tmp_path_factory.mktemp("multi_gpu_run")
-    datalist = save_datalist(
-        {
-            "training": build_pair_datalist(phantom_dataset, [1, 21, 41]),
-            "validation": build_pair_datalist(phantom_dataset, [61]),
-            "test": build_pair_datalist(phantom_dataset / "testing"),
-        },
-        run / "datalist.json",
-    )
+    datalist = phantom_datalist(run, training=[1, 21, 41])
     configs = str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     command += ["-m", "monai.bundle", "run", "training", "--config_file", configs]

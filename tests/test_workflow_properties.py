@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from scripts.data import build_pair_datalist, save_datalist
-
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
 TRAIN = [CONFIGS / "train.json"]
@@ -16,16 +14,9 @@ EVALUATE = [CONFIGS / "train.json", CONFIGS / "evaluate.json"]
 
 
 @pytest.fixture(scope="module")
-def overrides(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def overrides(phantom_dataset: Path, phantom_datalist, tmp_path_factory: pytest.TempPathFactory) -> dict:
     run = tmp_path_factory.mktemp("properties")
-    datalist = save_datalist(
-        {
-            "training": build_pair_datalist(phantom_dataset, [1]),
-            "validation": build_pair_datalist(phantom_dataset, [61]),
-            "test": build_pair_datalist(phantom_dataset / "testing"),
-        },
-        run / "datalist.json",
-    )
+    datalist = phantom_datalist(run, training=[1])
     return {
         "bundle_root": str(BUNDLE_ROOT),
         "dataset_dir": str(phantom_dataset),

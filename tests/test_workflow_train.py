@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.data import build_pair_datalist, save_datalist
 from scripts.networks import bundle_network
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +42,9 @@ def history(output_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def datalist(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def datalist(phantom_datalist, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Training: patients 1 and 21 (4 directed pairs); validation: 61; test: the testing/ patients."""
-    sections = {
-        "training": build_pair_datalist(phantom_dataset, [1, 21]),
-        "validation": build_pair_datalist(phantom_dataset, [61]),
-        "test": build_pair_datalist(phantom_dataset / "testing"),
-    }
-    return save_datalist(sections, tmp_path_factory.mktemp("datalist") / "datalist.json")
+    return phantom_datalist(tmp_path_factory.mktemp("datalist"), training=[1, 21])
 
 
 @pytest.fixture(scope="module")
