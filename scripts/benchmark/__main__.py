@@ -2,6 +2,9 @@
 
 All five are measured in one run on this machine and compared by ratios, so the figures do not
 depend on the machine being the same as the one in docs/README.md.
+
+``python -m scripts.benchmark accuracy ...`` is the accuracy mode: the paper's Table 1 (plus end-point error on
+the phantom) from trained checkpoints, see :mod:`scripts.benchmark.accuracy`.
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ def print_table(results: dict[str, dict[str, Any]], derived: dict[str, float]) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["accuracy"]:
+        from scripts.benchmark.accuracy import main as accuracy_main
+
+        return accuracy_main(arguments[1:])
     args = parse_args(argv)
     size = tuple(args.spatial_size)
     results: dict[str, dict[str, Any]] = {}
