@@ -1,7 +1,10 @@
-"""MONAI bundle tooling on this bundle: verify_net_in_out and a traced TorchScript export that loads."""
+"""MONAI bundle tooling on this bundle: verify_metadata (offline), verify_net_in_out and a traced TorchScript export
+that loads."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +15,35 @@ import torch
 from scripts.networks import bundle_network
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = BUNDLE_ROOT / "tests" / "schemas" / "meta_schema_20240725.json"
 
 
 def _bundle_command(*arguments: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "monai.bundle", *arguments]
     return subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _verify_metadata_offline(meta_file: Path, folder: Path) -> subprocess.CompletedProcess:
+    """verify_metadata downloads the schema to --filepath unless that file exists, so a local copy keeps it offline."""
+    schema = shutil.copyfile(SCHEMA, folder / SCHEMA.name)
+    return _bundle_command("verify_metadata", "--meta_file", str(meta_file), "--filepath", str(schema))
+
+
+def test_verify_metadata_passes_offline_with_a_local_schema(tmp_path: Path) -> None:
+    result = _verify_metadata_offline(BUNDLE_ROOT / "configs" / "metadata.json", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped downloading" in result.stdout + result.stderr
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def test_verify_metadata_fails_without_a_required_field(tmp_path: Path) -> None:
+    metadata = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
+    del metadata["task"]
+    broken = tmp_path / "metadata.json"
+    broken.write_text(json.dumps(metadata, indent=4))
+    result = _verify_metadata_offline(broken, tmp_path)
+    assert result.returncode != 0
+    assert "'task' is a required property" in result.stderr
 
 
 def test_verify_net_in_out_accepts_the_network_def() -> None:

@@ -88,9 +88,10 @@ def field_network_overrides(folder: Path, offset, amplitude=(0.0, 0.0, 0.0)) -> 
 
 
 def run_bundle(*overrides: str, env: dict | None = None, cwd: Path = BUNDLE_ROOT) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run inference --config_file configs/inference.json <overrides>``."""
+    """``python -m monai.bundle run inference --config_file configs/inference.json <overrides>`` in the bundle at
+    ``cwd``; PYTHONPATH is ``cwd`` (plus ``env["PYTHONPATH"]``), so that bundle's ``scripts`` package is imported."""
     environment = dict(os.environ)
-    paths = [str(BUNDLE_ROOT)] + ([env["PYTHONPATH"]] if env and "PYTHONPATH" in env else [])
+    paths = [str(cwd)] + ([env["PYTHONPATH"]] if env and "PYTHONPATH" in env else [])
     environment.update(env or {})
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", CONFIG]
