@@ -87,6 +87,8 @@ def test_resume_continues_epoch_counter_and_optimizer_state(trained: dict[str, P
     steps = {float(state["step"]) for state in last["optimizer"]["state"].values()}
     assert steps == {3.0 * epoch_length}
     assert last["lr_scheduler"]["last_epoch"] == 3
+    # the schedule's length follows the resumed run's --epochs (poly: epochs + 1), not the first run's 2
+    assert last["lr_scheduler"]["total_iters"] == 4
 
 
 def test_tensorboard_has_loss_terms_metrics_and_validation_figure(trained: dict[str, Path]) -> None:

@@ -19,6 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, PolynomialLR
 
 from scripts.atomic_files import write_atomically
 
@@ -119,8 +120,10 @@ class TrainingStateLoader(CheckpointLoader):
     """Resume from a :class:`TrainingStateSaver` file: MONAI's ``CheckpointLoader`` plus the engine's own state.
 
     The engine this handler is attached to is added to ``load_dict`` as "trainer", so the epoch and iteration
-    counters continue; ``max_epochs`` keeps the value of the current run (so ``--epochs`` can extend a run).
-    Loads at the engine's STARTED event, on every process.
+    counters continue; ``max_epochs`` keeps the value of the current run (so ``--epochs`` can extend a run), and so
+    does the length of an epoch-level learning-rate schedule (``total_iters`` of ``PolynomialLR``, ``T_max`` of
+    ``CosineAnnealingLR``): the restored schedule continues from the saved learning rate and decays over the
+    current run's length. Loads at the engine's STARTED event, on every process.
 
     Args:
         load_path: the ``last.pt`` file.
@@ -143,5 +146,20 @@ class TrainingStateLoader(CheckpointLoader):
                 f"{self.load_path}: no training state to resume from (written at the end of each epoch by a "
                 "previous run with the same ckpt_dir); run without --resume to start from scratch"
             )
+        lengths = {name: _schedule_length(obj) for name, obj in self.load_dict.items()}
         super().__call__(engine)
+        for name, length in lengths.items():
+            obj = self.load_dict[name]
+            if length is not None and _schedule_length(obj) != length:
+                engine.logger.info(f"{name}: schedule length {_schedule_length(obj)} of the checkpoint -> {length}")
+                setattr(obj, _SCHEDULE_LENGTH_ATTRIBUTES[type(obj)], length)
         engine.logger.info(f"resumed at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+
+
+_SCHEDULE_LENGTH_ATTRIBUTES = {PolynomialLR: "total_iters", CosineAnnealingLR: "T_max"}
+
+
+def _schedule_length(obj: Any) -> int | None:
+    """The length of an epoch-level schedule of :func:`scripts.engine.lr_scheduler`, None for anything else."""
+    attribute = _SCHEDULE_LENGTH_ATTRIBUTES.get(type(obj))
+    return None if attribute is None else int(getattr(obj, attribute))
