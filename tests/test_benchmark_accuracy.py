@@ -61,6 +61,13 @@ def test_the_identity_error_is_the_true_motion_per_region(test_pair) -> None:
     assert errors["epe_overall_mm"] == pytest.approx(magnitude[inside].mean())
     assert errors["epe_heart_mm"] == pytest.approx(magnitude[heart].mean())
     assert 1.0 < errors["epe_heart_mm"] < 15.0  # a beating heart moves millimetres between ED and ES
+    # the split along the grid axes: in-plane and through-plane parts of the same vectors (Pythagoras per voxel)
+    axes = (
+        np.einsum("ij,j...->i...", np.linalg.inv(affine[:3, :3]), true_on_grid) * np.array(SPACING)[:, None, None, None]
+    )
+    assert errors["epe_heart_inplane_mm"] == pytest.approx(np.hypot(axes[0], axes[1])[heart].mean())
+    assert errors["epe_heart_throughplane_mm"] == pytest.approx(np.abs(axes[2])[heart].mean())
+    assert np.allclose(np.sqrt((axes**2).sum(0)), magnitude)
     assert 0.2 < inside.mean() < 1.0  # the crop's padding lies outside the original grid
 
 
