@@ -135,3 +135,12 @@ def test_accuracy_mode_rejects_a_malformed_method(capsys) -> None:
     with pytest.raises(SystemExit):
         benchmark_main(["accuracy", "--dataset_dir", "x", "--method", "no-architecture"])
     assert "NAME=ARCHITECTURE:CHECKPOINT" in capsys.readouterr().err
+
+
+def test_accuracy_mode_names_a_missing_checkpoint(phantom_dataset: Path, tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "absent.pt"
+    output = tmp_path / "accuracy"
+    arguments = ["--dataset_dir", str(phantom_dataset), "--method", f"M=memwarp:{missing}", "--output_dir", str(output)]
+    assert benchmark_main(["accuracy", *arguments]) == 2
+    assert f"{missing}: checkpoint not found" in capsys.readouterr().err
+    assert not output.exists()  # nothing written

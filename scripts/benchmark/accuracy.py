@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ def score_pair(
     a true field)."""
     ddf = ddf.detach().float().cpu()
     moving_label, fixed_label = sample["moving_label"][None].cpu(), sample["fixed_label"][None].cpu()
+    logits = None if logits is None else logits.detach().float().cpu()
     metrics = {k: float(v[0]) for k, v in pair_metrics(ddf, moving_label, fixed_label, logits, spacing).items()}
     if truth is None:
         metrics.update({name: math.nan for name in EPE_METRICS})
@@ -296,6 +298,11 @@ def accuracy_table(report: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; a missing or unreadable input (checkpoint, data, antspyx) ends with its message and exit 2."""
     args = parse_args(argv)
-    run_accuracy(args)
+    try:
+        run_accuracy(args)
+    except (OSError, ImportError, ValueError) as error:  # the bundle's input errors derive from these
+        print(f"python -m scripts.benchmark accuracy: {error}", file=sys.stderr)
+        return 2
     return 0
