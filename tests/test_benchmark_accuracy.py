@@ -120,6 +120,7 @@ def test_accuracy_mode_writes_the_table_and_the_summary(phantom_dataset: Path, t
     assert code == 0
     report = json.loads((output / "accuracy_summary.json").read_text())
     assert list(report["results"]) == ["Initial", "MemWarp tiny"]
+    assert f"--datalist {datalist}" in report["command"] and "--preset tiny --max_pairs 2" in report["command"]
     network, initial = report["results"]["MemWarp tiny"]["all"], report["results"]["Initial"]["all"]
     assert network["num_pairs"] == 2 and initial["num_pairs"] == 2
     # an untrained network's field is near zero at initialisation: it scores like the identity

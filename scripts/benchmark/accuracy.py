@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -94,7 +95,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch and ITK threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output_dir", default="benchmark_accuracy")
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
+    args.command = "python -m scripts.benchmark accuracy " + shlex.join(arguments)
     if not args.methods and not args.ants:
         parser.error("nothing to score: give at least one --method or --ants")
     return args
@@ -232,7 +235,7 @@ def _write_report(
         }
     )
     report = {
-        "command": "python -m scripts.benchmark accuracy " + " ".join(_argv(args)),
+        "command": args.command,
         "protocol": description,
         "threads": {"torch": torch.get_num_threads(), "itk": args.threads},
         "methods": {
@@ -248,15 +251,6 @@ def _write_report(
     print(table)
     print(f"wrote {output}")
     return report
-
-
-def _argv(args: argparse.Namespace) -> list[str]:
-    parts = [f"--dataset_dir {args.dataset_dir}", f"--section {args.section}", f"--preset {args.preset}"]
-    parts += [f"--method '{s.name}={s.architecture}:{s.checkpoint}'" for s in args.methods]
-    parts += ["--ants"] if args.ants else []
-    parts += [f"--max_pairs {args.max_pairs}"] if args.max_pairs else []
-    parts += [f"--threads {args.threads}"] if args.threads else []
-    return parts
 
 
 def _cell(statistics: Mapping[str, Any], name: str, scale: float = 1.0, digits: int = 2, spread: bool = False) -> str:
