@@ -16,6 +16,15 @@ from scripts.networks import bundle_network
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = BUNDLE_ROOT / "tests" / "schemas" / "meta_schema_20240725.json"
+# The bundle's inference network_def, built with the tiny preset so the tooling runs in seconds.
+TINY_INFERENCE_NETWORK = (
+    "--meta_file",
+    "configs/metadata.json",
+    "--config_file",
+    "configs/inference.json",
+    "--network_preset",
+    "tiny",
+)
 
 
 def _bundle_command(*arguments: str) -> subprocess.CompletedProcess:
@@ -50,12 +59,7 @@ def test_verify_net_in_out_accepts_the_network_def() -> None:
     result = _bundle_command(
         "verify_net_in_out",
         "network_def",
-        "--meta_file",
-        "configs/metadata.json",
-        "--config_file",
-        "configs/inference.json",
-        "--network_preset",
-        "tiny",
+        *TINY_INFERENCE_NETWORK,
         "-n",
         "2",
         "--any",
@@ -79,12 +83,7 @@ def test_ckpt_export_with_trace_produces_a_loadable_model_ts(tmp_path: Path) -> 
         str(exported),
         "--ckpt_file",
         str(checkpoint),
-        "--meta_file",
-        "configs/metadata.json",
-        "--config_file",
-        "configs/inference.json",
-        "--network_preset",
-        "tiny",
+        *TINY_INFERENCE_NETWORK,
         "--use_trace",
         "True",
         "--input_shape",
