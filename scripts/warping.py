@@ -20,7 +20,8 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Warp
+
+from scripts.networks.warp_layers import GridCachingWarp
 
 __all__ = [
     "warp_image",
@@ -31,21 +32,18 @@ __all__ = [
     "in_plane_pyramid",
 ]
 
-# Warp caches its reference grid for one batch size and spatial shape but not per device or dtype,
-# so one instance per (mode, device, dtype, spatial shape) keeps the cache valid and avoids
-# rebuilding the grid when the three loss levels alternate.
-_WARPERS: dict[tuple, Warp] = {}
+# One warper per interpolation mode; each caches its identity grids per shape, device and dtype.
+_WARPERS: dict[str, GridCachingWarp] = {}
 
 
-def _warper(mode: str, ddf: torch.Tensor) -> Warp:
-    key = (mode, ddf.device, ddf.dtype, tuple(ddf.shape[2:]))
-    warper = _WARPERS.get(key)
+def _warper(mode: str) -> GridCachingWarp:
+    warper = _WARPERS.get(mode)
     if warper is None:
         with warnings.catch_warnings():
             # informational only: on CPU builds without MONAI's C++ extension Warp falls back to grid_sample
             warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample.*")
-            warper = Warp(mode=mode, padding_mode="zeros")
-        _WARPERS[key] = warper
+            warper = GridCachingWarp(mode=mode, padding_mode="zeros")
+        _WARPERS[mode] = warper
     return warper
 
 
@@ -62,7 +60,7 @@ def warp_image(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear") -
     """
     if image.shape[0] != ddf.shape[0] or image.shape[2:] != ddf.shape[2:]:
         raise ValueError(f"image {tuple(image.shape)} and ddf {tuple(ddf.shape)} must share batch and spatial shape.")
-    return _warper(mode, ddf)(image, ddf)
+    return _warper(mode)(image, ddf)
 
 
 def warp_labels_nearest(label: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:

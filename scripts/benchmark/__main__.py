@@ -1,7 +1,8 @@
 """``python -m scripts.benchmark``: speed and memory of compact, paper, LapWarp, LKU-Net and MONAI VoxelMorph.
 
-All five are measured in one run on this machine and compared by ratios, so the figures do not
-depend on the machine being the same as the one in docs/README.md.
+All of them (and ``compact_v0.2``, the compact preset of versions 0.1.0-0.2.0) are measured in one run on
+this machine and compared by ratios, so the figures do not depend on the machine being the same as the
+one in docs/README.md.
 
 ``python -m scripts.benchmark accuracy ...`` is the accuracy mode: the paper's Table 1 (plus end-point error on
 the phantom) from trained checkpoints, see :mod:`scripts.benchmark.accuracy`.
@@ -20,6 +21,7 @@ import torch
 
 from scripts.atomic_files import write_text_atomically
 from scripts.benchmark.speed import MODELS, as_dict, measure_in_subprocess, speed_result
+from scripts.benchmark.warp_floor import measure_warp_floor
 
 # Directed training pairs per epoch in the reference split, and the budget for the shipped weights.
 TRAINING_PAIRS_PER_EPOCH = 170
@@ -32,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spatial_size", nargs=3, type=int, default=[128, 128, 16])
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per model and mode (median)")
     parser.add_argument("--paper_training_repeats", type=int, default=1, help="the paper preset's step takes minutes")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed iterations before timing, every model and mode (CPU: the first 2-3 iterations of a fresh "
+        "process are up to 1.6x slower while the allocator and oneDNN's kernel cache warm up)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--output", default="benchmark_speed.json", help="JSON file for the results")
@@ -100,13 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in args.models:
         training_repeats = args.paper_training_repeats if name == "paper" else args.repeats
-        common = {"spatial_size": size, "device": args.device, "threads": args.threads}
+        common = {"spatial_size": size, "device": args.device, "threads": args.threads, "warmup": args.warmup}
         inference = measure_in_subprocess(name, "inference", repeats=args.repeats, **common)
         training = measure_in_subprocess(name, "training", repeats=training_repeats, **common)
         results[name] = as_dict(speed_result(name, inference, training))
         print(f"measured {name}", file=sys.stderr, flush=True)
+    floor = measure_warp_floor(
+        "compact", size, repeats=args.repeats, warmup=args.warmup, device=args.device, threads=args.threads
+    )
     derived = ratios(results)
+    if "paper" in results:
+        derived["paper_over_compact_warp_floor"] = results["paper"]["inference_seconds_per_pair"] / floor["seconds"]
     print_table(results, derived)
+    print(
+        f"warp floor of compact inference ({floor['grid_samples']} grid samples through MONAI Warp/DVF2DDF, no "
+        f"convolutions): {floor['seconds']:.3f} s per pair"
+        + (f"; paper inference / floor = {derived['paper_over_compact_warp_floor']:.1f}" if "paper" in results else "")
+    )
     report = {
         "command": "python -m scripts.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {
@@ -118,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "protocol": {
             "spatial_size": list(size),
-            "inference": "batch 1, eval mode, torch.inference_mode, wall-clock median after 1 warm-up",
-            "training": "batch 2, forward + MemWarp loss (all terms, random labels) + backward + Adam(amsgrad) step",
+            "inference": f"batch 1, eval mode, torch.inference_mode, wall-clock median after {args.warmup} warm-ups",
+            "training": "batch 2, forward + MemWarp loss (all terms, random labels) + backward + Adam(amsgrad) step, "
+            f"wall-clock median after {args.warmup} warm-ups",
             "peak_memory": "peak resident memory of a fresh process above its resident memory before the run (CPU)",
         },
         "results": results,
+        "warp_floor": floor,
         "ratios": derived,
     }
     output = write_text_atomically(args.output, json.dumps(report, indent=4) + "\n")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .blocks import ConvNormAct, KernelSpec, LargeKernelBlock, per_level
-from .fields import to_layout
+from .fields import to_layout, weights_to_layout
 
 __all__ = ["SiameseEncoder", "IN_PLANE_STRIDE"]
 
@@ -59,7 +59,9 @@ class SiameseEncoder(nn.Module):
                     LargeKernelBlock(channels[level], large[level], small[level]),
                 )
             )
-        self.levels = nn.ModuleList(levels)
+        self.levels = nn.ModuleList(
+            weights_to_layout(level, index < channels_last_levels) for index, level in enumerate(levels)
+        )
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images (2B, 1, H, W, D), moving then fixed -> features (2B, C_l, H/2^l, W/2^l, D) per level, finest first."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["upsample_field_in_plane", "check_pyramid_size", "to_layout"]
+__all__ = ["upsample_field_in_plane", "check_pyramid_size", "to_layout", "weights_to_layout"]
 
 
 def upsample_field_in_plane(field: torch.Tensor) -> torch.Tensor:
@@ -47,3 +48,16 @@ def to_layout(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     return tensor.contiguous(memory_format=layout)
+
+
+def weights_to_layout(module: nn.Module, channels_last: bool) -> nn.Module:
+    """Store ``module``'s convolution kernels channels-last when its level computes channels-last; returns it.
+
+    oneDNN takes the layout of a convolution from its input and its kernel together: with standard-layout
+    kernels, a one-channel input (the images, whose two layouts coincide) and PyTorch's own batch-1
+    fallback convolutions give standard-layout outputs, and every later operation of the level pays a
+    layout conversion. The values are unchanged; checkpoints load either way.
+    """
+    if channels_last:
+        module.to(memory_format=torch.channels_last_3d)
+    return module

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
 from .blocks import ConvNormAct, KernelSpec, LargeKernelBlock, UpsampleInPlane, per_level
-from .fields import to_layout, upsample_field_in_plane
+from .fields import to_layout, upsample_field_in_plane, weights_to_layout
 from .flow_heads import MemoryFlowHead
+from .warp_layers import GridCachingWarp, scaling_and_squaring
 
 __all__ = ["LaplacianWarpingDecoder"]
 
@@ -24,7 +24,8 @@ class LaplacianWarpingDecoder(nn.Module):
     - the moving half of the encoder skip features is warped by the upsampled total field;
     - the moving half of the upsampled decoder features is warped by the upsampled previous step
       (they were already aligned up to the level before it);
-    - at levels >= 1 the residual is integrated by scaling and squaring (7 steps), at level 0 it is not;
+    - at levels >= 1 the residual is integrated by scaling and squaring (MONAI's DVF2DDF, 7 steps), at
+      level 0 it is not;
     - the fields accumulate additively: ``phi_l = step_l + up(phi_{l+1})``, so the final field is not
       guaranteed to be diffeomorphic (report folding).
 
@@ -59,18 +60,27 @@ class LaplacianWarpingDecoder(nn.Module):
             raise ValueError(f"need one head per level: {len(channels)} levels, {len(heads)} heads")
         self.channels = tuple(channels)
         self.pyramid = pyramid
-        self.upsample_features = nn.ModuleList(
-            UpsampleInPlane(coarse, fine) for fine, coarse in zip(channels[:-1], channels[1:])
-        )
         kernels = per_level(kernel_size, len(channels))
         large, small = per_level(large_kernel, len(channels)), per_level(small_kernel, len(channels))
-        self.fuse = nn.ModuleList(
-            nn.Sequential(ConvNormAct(2 * c, c, kernels[level]), LargeKernelBlock(c, large[level], small[level]))
-            for level, c in enumerate(channels[:-1])
+        upsample, fuse = [], []
+        for level, c in enumerate(channels[:-1]):
+            upsample.append(UpsampleInPlane(channels[level + 1], c))
+            fuse.append(
+                nn.Sequential(ConvNormAct(2 * c, c, kernels[level]), LargeKernelBlock(c, large[level], small[level]))
+            )
+        # Each module's kernels take the layout of the level it computes at (its output's level).
+        self.upsample_features = nn.ModuleList(
+            weights_to_layout(module, level < channels_last_levels) for level, module in enumerate(upsample)
         )
-        self.heads = nn.ModuleList(heads if pyramid else heads[:1])
-        self.integrate = DVF2DDF(num_steps=integration_steps, mode="bilinear", padding_mode="zeros")
-        self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.fuse = nn.ModuleList(
+            weights_to_layout(module, level < channels_last_levels) for level, module in enumerate(fuse)
+        )
+        self.heads = nn.ModuleList(
+            weights_to_layout(head, level < channels_last_levels)
+            for level, head in enumerate(heads if pyramid else heads[:1])
+        )
+        self.integrate = scaling_and_squaring(integration_steps)
+        self.warp = GridCachingWarp(mode="bilinear", padding_mode="zeros")
 
     @property
     def num_levels(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import Warp
 from torch import nn
 
 from .anatomical_memory import AnatomicalMemory
@@ -14,6 +13,7 @@ from .encoder import SiameseEncoder
 from .fields import check_pyramid_size
 from .flow_heads import DirectFlowHead, MemoryFlowHead
 from .laplacian_decoder import LaplacianWarpingDecoder
+from .warp_layers import GridCachingWarp
 
 __all__ = ["MemWarp", "VARIANTS", "MEMORY_LEVELS"]
 
@@ -103,7 +103,7 @@ class MemWarp(nn.Module):
             pyramid=variant != "lkunet",
             channels_last_levels=channels_last_levels,
         )
-        self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.warp = GridCachingWarp(mode="bilinear", padding_mode="zeros")
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """moving, fixed: (B, 1, H, W, D), H and W divisible by 2^(levels-1) -> the output dict (see class doc)."""

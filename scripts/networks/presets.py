@@ -26,11 +26,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # What we train and ship on CPU: same levels, blocks and mechanisms (Siamese LK encoder, Laplacian
     # warping decoder, memory at the three finest levels), chosen by profiling on a 2-core CPU:
-    # - thin full-resolution levels: 128x128x16 convolutions dominate the cost of a training step;
-    # - in-plane kernels (3,3,1)/(5,5,1) at levels 0-2, where voxels are 1.8-7.2 mm in-plane but 10 mm
-    #   through-plane; (5,5,3) large kernels and 3x3x3 plain kernels where the voxels are coarser;
+    # - a 2-channel full-resolution level: 128x128x16 convolutions, normalisations and the memory head
+    #   there dominate the cost of a training step (in 0.2.0 it had 4 channels);
+    # - 4 flow-feature channels (12-element slots): the full-resolution query has 3C channels;
+    # - in-plane kernels (3,3,1)/(5,5,1) at levels 0-3, where voxels are 1.8-14.4 mm in-plane but 10 mm
+    #   through-plane; (5,5,3) large kernels at levels 3-4 and 3x3x3 plain kernels at level 4 mix slices;
     # - channels-last memory layout everywhere (oneDNN's few-channel 3-D kernels are several times faster).
     "compact": {
+        "channels": (2, 8, 16, 32, 32),
+        "head_channels": (4, 8, 8, 8, 8),
+        "kernel_size": ((3, 3, 1), (3, 3, 1), (3, 3, 1), (3, 3, 1), 3),
+        "large_kernel": ((3, 3, 1), (5, 5, 1), (5, 5, 1), (5, 5, 3), (5, 5, 3)),
+        "small_kernel": ((1, 1, 1), (3, 3, 1), 3, 3, 3),
+        "flow_feature_channels": 4,
+        "memory_hidden": (64, 128),
+        "channels_last_levels": 5,
+    },
+    # The compact preset of versions 0.1.0 and 0.2.0 (0.56 M parameters), kept so that their weights and the
+    # comparison networks trained with it (docs/README.md, "Registration accuracy") still load.
+    "compact_v0.2": {
         "channels": (4, 8, 16, 32, 32),
         "head_channels": (4, 8, 8, 16, 16),
         "kernel_size": ((3, 3, 1), (3, 3, 1), 3, 3, 3),
