@@ -13,6 +13,7 @@ import torch
 from scipy import ndimage
 
 from scripts.benchmark.__main__ import main as benchmark_main
+from scripts.benchmark.accuracy import parse_method
 from scripts.benchmark.endpoint_error import (
     boundary_mask,
     endpoint_error_metrics,
@@ -135,7 +136,18 @@ def test_accuracy_mode_writes_the_table_and_the_summary(phantom_dataset: Path, t
 def test_accuracy_mode_rejects_a_malformed_method(capsys) -> None:
     with pytest.raises(SystemExit):
         benchmark_main(["accuracy", "--dataset_dir", "x", "--method", "no-architecture"])
-    assert "NAME=ARCHITECTURE:CHECKPOINT" in capsys.readouterr().err
+    assert "NAME=ARCHITECTURE[@PRESET]:CHECKPOINT" in capsys.readouterr().err
+
+
+def test_a_method_may_name_its_own_preset() -> None:
+    spec = parse_method("MemWarp 0.2.0=memwarp@compact_v0.2:old/model.pt")
+    assert (spec.name, spec.architecture, spec.preset, spec.checkpoint) == (
+        "MemWarp 0.2.0",
+        "memwarp",
+        "compact_v0.2",
+        "old/model.pt",
+    )
+    assert parse_method("LapWarp=lapwarp:runs/a:b.pt").preset is None  # a colon may sit in the path
 
 
 def test_accuracy_mode_names_a_missing_checkpoint(phantom_dataset: Path, tmp_path: Path, capsys) -> None:

@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=3,
         help="untimed iterations before timing, every model and mode (CPU: the first 2-3 iterations of a fresh "
-        "process are up to 1.6x slower while the allocator and oneDNN's kernel cache warm up)",
+        "process are up to 1.7x slower while the allocator and oneDNN's kernel cache warm up)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

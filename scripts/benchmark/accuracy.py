@@ -4,8 +4,8 @@ Every method sees the same preprocessed pairs (``scripts.data.registration_prepr
 scored by the same code as ``configs/evaluate.json`` (``scripts.evaluation.pair_metrics``: Dice, HD95, SDlogJ,
 folding on the 128 x 128 x 16 grid), plus the end-point error against the phantom's true motion
 (``scripts.benchmark.endpoint_error``) when the data set carries true fields. Rows: "Initial" (identity), ANTs SyN
-(``--ants``, antspyx), and one row per ``--method "NAME=ARCHITECTURE:CHECKPOINT"`` (a state dict of
-``scripts.networks.bundle_network(ARCHITECTURE, --preset)``).
+(``--ants``, antspyx), and one row per ``--method "NAME=ARCHITECTURE[@PRESET]:CHECKPOINT"`` (a state dict of
+``scripts.networks.bundle_network(ARCHITECTURE, PRESET or --preset)``).
 
 Outputs in ``--output_dir``: ``accuracy_summary.json`` (protocol, methods, per-metric mean/std over patients overall
 and per group), ``per_pair_<method>.csv`` and ``accuracy_table.md`` (also printed).
@@ -64,21 +64,28 @@ FieldFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, "torc
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One network row: its table name, architecture (``scripts.networks.VARIANTS`` or "voxelmorph") and weights."""
+    """One network row: its table name, architecture (``scripts.networks.VARIANTS`` or "voxelmorph"), weights
+    and, when given, its own preset (otherwise ``--preset``)."""
 
     name: str
     architecture: str
     checkpoint: str
+    preset: str | None = None
 
 
 def parse_method(text: str) -> MethodSpec:
-    """``"NAME=ARCHITECTURE:CHECKPOINT"`` -> :class:`MethodSpec` (NAME may contain spaces, e.g. "LapWarp (6 ep)")."""
-    match = re.fullmatch(r"(?P<name>[^=]+)=(?P<architecture>[a-z_]+):(?P<checkpoint>.+)", text.strip())
+    """``"NAME=ARCHITECTURE[@PRESET]:CHECKPOINT"`` -> :class:`MethodSpec`.
+
+    NAME may contain spaces, e.g. "LapWarp (6 ep)"; ``@PRESET`` scores a checkpoint of another preset in
+    the same run, e.g. ``"MemWarp 0.2.0=memwarp@compact_v0.2:old/model.pt"``.
+    """
+    pattern = r"(?P<name>[^=]+)=(?P<architecture>[a-z_]+)(@(?P<preset>[A-Za-z0-9_.]+))?:(?P<checkpoint>.+)"
+    match = re.fullmatch(pattern, text.strip())
     if match is None:
         raise argparse.ArgumentTypeError(
-            f"--method {text!r}: expected NAME=ARCHITECTURE:CHECKPOINT, e.g. 'MemWarp=memwarp:models/model.pt'"
+            f"--method {text!r}: expected NAME=ARCHITECTURE[@PRESET]:CHECKPOINT, e.g. 'MemWarp=memwarp:models/model.pt'"
         )
-    return MethodSpec(match["name"].strip(), match["architecture"], match["checkpoint"])
+    return MethodSpec(match["name"].strip(), match["architecture"], match["checkpoint"], match["preset"])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -87,7 +94,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datalist", default="", help="datalist JSON (default: the reference split)")
     parser.add_argument("--section", default="test", help="datalist section to score")
     parser.add_argument("--method", dest="methods", action="append", type=parse_method, default=[])
-    parser.add_argument("--preset", default="compact", help="network preset of every --method checkpoint")
+    parser.add_argument("--preset", default="compact", help="network preset of the --method rows without @PRESET")
     parser.add_argument("--ants", action="store_true", help="add the ANTs SyN row (needs antspyx)")
     parser.add_argument("--spatial_size", nargs=3, type=int, default=[128, 128, 16])
     parser.add_argument("--pixdim", nargs=3, type=float, default=[1.8, 1.8, 10.0])
@@ -184,7 +191,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     for spec in args.methods:
         if spec.name in methods or spec.name == INITIAL_ROW:
             raise ValueError(f"--method name {spec.name!r} is used twice or reserved")
-        methods[spec.name] = network_field_function(spec, args.preset, device)
+        methods[spec.name] = network_field_function(spec, spec.preset or args.preset, device)
     records = pair_datalist(args.dataset_dir, args.datalist, args.section)
     if args.max_pairs:
         records = records[: args.max_pairs]
@@ -239,7 +246,14 @@ def _write_report(
         "protocol": description,
         "threads": {"torch": torch.get_num_threads(), "itk": args.threads},
         "methods": {
-            **{spec.name: {"architecture": spec.architecture, "checkpoint": spec.checkpoint} for spec in args.methods},
+            **{
+                spec.name: {
+                    "architecture": spec.architecture,
+                    "preset": spec.preset or args.preset,
+                    "checkpoint": spec.checkpoint,
+                }
+                for spec in args.methods
+            },
             **({ANTS_ROW: {"antspyx": ants_version(), "parameters": dict(ANTS_SYN_PARAMETERS)}} if args.ants else {}),
         },
         "files": files,

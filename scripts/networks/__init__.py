@@ -4,12 +4,13 @@
 - encoder: the Siamese encoder with in-plane-only downsampling.
 - anatomical_memory: memory slots, anatomical addressing, dynamic filters, confidence.
 - flow_heads: plain and memory flow heads reading cat(f + m, f - m).
-- fields: field upsampling and input-size checks.
+- fields: field upsampling, input-size checks and memory layouts.
+- warp_layers: MONAI's Warp and DVF2DDF with a working reference-grid cache.
 - laplacian_decoder: the coarse-to-fine warping decoder.
 - memwarp: the assembled model and its ablation switch.
 - voxelmorph_comparator: MONAI VoxelMorph with the same output dict.
 - ddf_network: the bundle's network_def wrapper.
-- presets: "paper", "compact" (shipped) and "tiny" (tests).
+- presets: "paper", "compact" (shipped), "compact_v0.2" (shipped in 0.1.0-0.2.0) and "tiny" (tests).
 """
 
 from .anatomical_memory import AnatomicalMemory
@@ -22,12 +23,14 @@ from .laplacian_decoder import LaplacianWarpingDecoder
 from .memwarp import MEMORY_LEVELS, VARIANTS, MemWarp
 from .presets import PRESETS, bundle_network, memwarp_network, registration_network
 from .voxelmorph_comparator import VoxelMorphComparator
+from .warp_layers import GridCachingWarp, scaling_and_squaring
 
 __all__ = [
     "AnatomicalMemory",
     "ConvNormAct",
     "DirectFlowHead",
     "DisplacementFieldNetwork",
+    "GridCachingWarp",
     "LaplacianWarpingDecoder",
     "LargeKernelBlock",
     "MEMORY_LEVELS",
@@ -42,5 +45,6 @@ __all__ = [
     "check_pyramid_size",
     "memwarp_network",
     "registration_network",
+    "scaling_and_squaring",
     "upsample_field_in_plane",
 ]
