@@ -128,6 +128,11 @@ def test_paper_preset_parameter_count_is_within_one_percent_of_47_78_million() -
     assert abs(count - 47.78e6) / 47.78e6 < 0.01, count
 
 
+@pytest.mark.parametrize("preset, count", [("compact", 451_033), ("compact_v0.2", 559_589)])
+def test_compact_presets_have_the_documented_parameter_counts(preset: str, count: int) -> None:
+    assert sum(p.numel() for p in memwarp_network(preset).parameters()) == count
+
+
 def test_warp_with_a_known_shift_moves_the_image_by_that_shift() -> None:
     # Voxel-unit convention: warped(x) = moving(x + ddf(x)), channel i along spatial axis i.
     moving = torch.zeros(1, 1, 16, 16, 8)
