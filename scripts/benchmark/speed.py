@@ -12,6 +12,7 @@ import resource
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from scripts.losses import MemWarpLoss
 from scripts.networks import registration_network
 
-__all__ = ["MODELS", "SpeedResult", "measure", "measure_in_subprocess"]
+__all__ = ["MODELS", "SpeedResult", "measure", "measure_in_subprocess", "timed_runs"]
 
 # name -> (architecture, preset); the comparators share the compact preset's widths.
 MODELS: dict[str, tuple[str, str]] = {
@@ -65,7 +66,8 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(step, repeats: int, warmup: int, device: torch.device) -> list[float]:
+def timed_runs(step: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    """Run ``step`` ``warmup`` times untimed, then ``repeats`` times timed: wall-clock seconds (CUDA synchronised)."""
     for _ in range(warmup):
         step()
     times = []
@@ -135,7 +137,7 @@ def measure(
     if target.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target)
     baseline = _resident_mib()
-    times = _timed(step, repeats, warmup, target)
+    times = timed_runs(step, repeats, warmup, target)
     if target.type == "cuda":
         peak = torch.cuda.max_memory_allocated(target) / 2**20
     else:

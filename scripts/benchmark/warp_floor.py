@@ -12,11 +12,11 @@ runs faster than its floor, so ``paper time / floor`` bounds the speed-up a thin
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
 import torch
 
+from scripts.benchmark.speed import timed_runs
 from scripts.networks import PRESETS
 from scripts.networks.fields import to_layout, upsample_field_in_plane
 from scripts.networks.warp_layers import GridCachingWarp, scaling_and_squaring
@@ -80,17 +80,7 @@ def measure_warp_floor(
                 else:
                     warp(tensor, field)
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        if target.type == "cuda":
-            torch.cuda.synchronize(target)
-        start = time.perf_counter()
-        step()
-        if target.type == "cuda":
-            torch.cuda.synchronize(target)
-        times.append(time.perf_counter() - start)
+    times = timed_runs(step, repeats, warmup, target)
     return {
         "preset": preset,
         "seconds": statistics.median(times),
