@@ -62,19 +62,17 @@ class LaplacianWarpingDecoder(nn.Module):
         self.pyramid = pyramid
         kernels = per_level(kernel_size, len(channels))
         large, small = per_level(large_kernel, len(channels)), per_level(small_kernel, len(channels))
+        # Each module's kernels take the layout of the level it computes at (its output's level).
         upsample, fuse = [], []
         for level, c in enumerate(channels[:-1]):
-            upsample.append(UpsampleInPlane(channels[level + 1], c))
-            fuse.append(
-                nn.Sequential(ConvNormAct(2 * c, c, kernels[level]), LargeKernelBlock(c, large[level], small[level]))
+            channels_last = level < channels_last_levels
+            upsample.append(weights_to_layout(UpsampleInPlane(channels[level + 1], c), channels_last))
+            block = nn.Sequential(
+                ConvNormAct(2 * c, c, kernels[level]), LargeKernelBlock(c, large[level], small[level])
             )
-        # Each module's kernels take the layout of the level it computes at (its output's level).
-        self.upsample_features = nn.ModuleList(
-            weights_to_layout(module, level < channels_last_levels) for level, module in enumerate(upsample)
-        )
-        self.fuse = nn.ModuleList(
-            weights_to_layout(module, level < channels_last_levels) for level, module in enumerate(fuse)
-        )
+            fuse.append(weights_to_layout(block, channels_last))
+        self.upsample_features = nn.ModuleList(upsample)
+        self.fuse = nn.ModuleList(fuse)
         self.heads = nn.ModuleList(
             weights_to_layout(head, level < channels_last_levels)
             for level, head in enumerate(heads if pyramid else heads[:1])
