@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .slice_convolution import conv3d
+
 __all__ = ["AnatomicalMemory"]
 
 
@@ -82,7 +84,7 @@ class AnatomicalMemory(nn.Module):
         """
         slots = self.slots() if slots is None else slots
         # A 1x1x1 convolution is the per-voxel dot product; unlike einsum it keeps the input's memory layout.
-        return F.conv3d(query, slots[..., None, None, None]) / self.temperature
+        return conv3d(query, slots[..., None, None, None]) / self.temperature
 
     def dynamic_filters(self, probabilities: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
         """Per-voxel filters w(x) = sum_k J_k(x) m_k, a convex combination of the slots.
@@ -118,7 +120,7 @@ class AnatomicalMemory(nn.Module):
         # By linearity, sum_k J_k (m_k F) equals (sum_k J_k m_k) F but never materialises the
         # (B, 3, C, H, W, D) filter tensor: N per-slot flows cost far less memory at full resolution.
         slot_filters = slots.reshape(3 * self.num_slots, self.flow_feature_channels, 1, 1, 1)
-        slot_flows = F.conv3d(flow_features, slot_filters).unflatten(1, (self.num_slots, 3))
+        slot_flows = conv3d(flow_features, slot_filters).unflatten(1, (self.num_slots, 3))
         flow = (probabilities.unsqueeze(2) * slot_flows).sum(dim=1)
         entropy = -(probabilities * torch.log_softmax(logits, dim=1)).sum(dim=1, keepdim=True)
         confidence = 1.0 - entropy / math.log(self.num_slots)

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .slice_convolution import Conv3d, conv3d
+
 __all__ = [
     "BatchNorm3d",
     "ConvNormAct",
@@ -131,7 +133,7 @@ class ConvNormAct(nn.Sequential):
     ) -> None:
         kernel = as_triple(kernel_size)
         super().__init__(
-            nn.Conv3d(in_channels, out_channels, kernel, stride=as_triple(stride), padding=same_padding(kernel)),
+            Conv3d(in_channels, out_channels, kernel, stride=as_triple(stride), padding=same_padding(kernel)),
             BatchNorm3d(out_channels),
             nn.PReLU(),
         )
@@ -142,7 +144,7 @@ class ConvNormAct(nn.Sequential):
         if not _folds(norm, self.training):
             return activation(norm(conv(x)))
         weight, bias = fold_batch_norm(conv, norm)
-        return activation(F.conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+        return activation(conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 
 class LargeKernelBlock(nn.Module):
@@ -177,9 +179,7 @@ class LargeKernelBlock(nn.Module):
         kernels = (as_triple(large_kernel), as_triple(small_kernel), (1, 1, 1))
         for kernel in kernels:
             branches.append(
-                nn.Sequential(
-                    nn.Conv3d(channels, channels, kernel, padding=same_padding(kernel)), BatchNorm3d(channels)
-                )
+                nn.Sequential(Conv3d(channels, channels, kernel, padding=same_padding(kernel)), BatchNorm3d(channels))
             )
         self.branches = nn.ModuleList(branches)
         self.activation = nn.PReLU()
@@ -211,7 +211,7 @@ class LargeKernelBlock(nn.Module):
                 out = out + branch(x)
             return self.activation(out)
         weight, bias = self.merged_weight_and_bias()
-        return self.activation(F.conv3d(x, weight, bias, padding=same_padding(self.merged_kernel)))
+        return self.activation(conv3d(x, weight, bias, padding=same_padding(self.merged_kernel)))
 
 
 class UpsampleInPlane(nn.Sequential):
