@@ -128,7 +128,7 @@ def test_paper_preset_parameter_count_is_within_one_percent_of_47_78_million() -
     assert abs(count - 47.78e6) / 47.78e6 < 0.01, count
 
 
-@pytest.mark.parametrize("preset, count", [("compact", 451_033), ("compact_v0.2", 559_589)])
+@pytest.mark.parametrize("preset, count", [("compact", 126_413), ("compact_v0.3", 451_033), ("compact_v0.2", 559_589)])
 def test_compact_presets_have_the_documented_parameter_counts(preset: str, count: int) -> None:
     assert sum(p.numel() for p in memwarp_network(preset).parameters()) == count
 

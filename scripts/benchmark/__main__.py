@@ -1,8 +1,8 @@
 """``python -m scripts.benchmark``: speed and memory of compact, paper, LapWarp, LKU-Net and MONAI VoxelMorph.
 
-All of them (and ``compact_v0.2``, the compact preset of versions 0.1.0-0.2.0) are measured in one run on
-this machine and compared by ratios, so the figures do not depend on the machine being the same as the
-one in docs/README.md.
+All of them (and ``compact_v0.3`` and ``compact_v0.2``, the compact presets of versions 0.3.0 and
+0.1.0-0.2.0) are measured in one run on this machine and compared by ratios, so the figures do not depend
+on the machine being the same as the one in docs/README.md.
 
 ``python -m scripts.benchmark accuracy ...`` is the accuracy mode: the paper's Table 1 (plus end-point error on
 the phantom) from trained checkpoints, see :mod:`scripts.benchmark.accuracy`.
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--spatial_size", nargs=3, type=int, default=[128, 128, 16])
-    parser.add_argument("--repeats", type=int, default=3, help="timed iterations per model and mode (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed iterations per model and mode (median)")
     parser.add_argument("--paper_training_repeats", type=int, default=1, help="the paper preset's step takes minutes")
     parser.add_argument(
         "--warmup",

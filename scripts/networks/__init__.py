@@ -1,6 +1,7 @@
 """The MemWarp network family, one idea per module.
 
 - blocks: plain conv-BN-PReLU block, large-kernel block, in-plane upsampling.
+- slice_convolution: small batch-1 in-plane 3-D convolutions computed as 2-D convolutions of the slices.
 - encoder: the Siamese encoder with in-plane-only downsampling.
 - anatomical_memory: memory slots, anatomical addressing, dynamic filters, confidence.
 - flow_heads: plain and memory flow heads reading cat(f + m, f - m).
@@ -10,7 +11,8 @@
 - memwarp: the assembled model and its ablation switch.
 - voxelmorph_comparator: MONAI VoxelMorph with the same output dict.
 - ddf_network: the bundle's network_def wrapper.
-- presets: "paper", "compact" (shipped), "compact_v0.2" (shipped in 0.1.0-0.2.0) and "tiny" (tests).
+- presets: "paper", "compact" (shipped), "compact_v0.3" and "compact_v0.2" (shipped in 0.3.0 and 0.1.0-0.2.0)
+  and "tiny" (tests).
 """
 
 from .anatomical_memory import AnatomicalMemory
