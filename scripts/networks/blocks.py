@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .fields import is_channels_last, to_layout
 from .slice_convolution import Conv3d, conv3d
 
 __all__ = [
@@ -80,9 +81,8 @@ class BatchNorm3d(nn.BatchNorm3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W, D) in either memory layout -> normalised x in the same layout."""
-        channels_last = torch.channels_last_3d
-        if x.shape[1] < self.few_channels and not x.is_contiguous() and x.is_contiguous(memory_format=channels_last):
-            return super().forward(x.contiguous()).contiguous(memory_format=channels_last)
+        if x.shape[1] < self.few_channels and is_channels_last(x):
+            return to_layout(super().forward(x.contiguous()), channels_last=True)
         return super().forward(x)
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["upsample_field_in_plane", "check_pyramid_size", "to_layout", "weights_to_layout"]
+__all__ = ["upsample_field_in_plane", "check_pyramid_size", "is_channels_last", "to_layout", "weights_to_layout"]
 
 
 def upsample_field_in_plane(field: torch.Tensor) -> torch.Tensor:
@@ -37,6 +37,14 @@ def check_pyramid_size(moving: torch.Tensor, fixed: torch.Tensor, num_levels: in
             f"the in-plane size must be divisible by {factor} ({num_levels - 1} in-plane halvings); "
             f"got spatial size {tuple(moving.shape[2:])}. Crop or pad the images, e.g. to 128 x 128 x 16."
         )
+
+
+def is_channels_last(tensor: torch.Tensor) -> bool:
+    """Whether a 5-D ``tensor`` is stored channels-last (NDHWC) and not also in the standard layout.
+
+    A one-channel tensor, or one whose spatial size is 1, is contiguous in both layouts; it counts as standard.
+    """
+    return tensor.is_contiguous(memory_format=torch.channels_last_3d) and not tensor.is_contiguous()
 
 
 def to_layout(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .fields import is_channels_last, to_layout
+
 __all__ = ["Conv3d", "conv3d", "runs_as_slice_convolution", "SMALL_INPUT_ELEMENTS"]
 
 # PyTorch's CPU dispatch sends batch-1 convolutions with N*C*H*W up to this many elements to slow_conv3d.
@@ -76,8 +78,7 @@ def conv3d(
     slices = x.permute(0, 4, 1, 2, 3).reshape(batch * depth, *x.shape[1:4])  # (B*D, C, H, W)
     out = F.conv2d(slices, weight[..., 0], bias, _in_plane(stride), _in_plane(padding), _in_plane(dilation))
     out = out.unflatten(0, (batch, depth)).permute(0, 2, 3, 4, 1)  # (B, C_out, H', W', D)
-    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
-    return out.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    return to_layout(out, is_channels_last(x))
 
 
 class Conv3d(nn.Conv3d):
