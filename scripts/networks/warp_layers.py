@@ -22,7 +22,7 @@ class GridCachingWarp(Warp):
         >>> image = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(1, 1, 8, 4, 2).contiguous()
         >>> shift = torch.zeros(1, 3, 8, 4, 2)
         >>> shift[:, 0] = 1.0
-        >>> warp(image, shift)[0, 0, :, 0, 0].tolist()  # warped(x) = image(x + 1), zeros outside
+        >>> [round(v, 4) for v in warp(image, shift)[0, 0, :, 0, 0].tolist()]  # warped(x) = image(x + 1), zeros outside
         [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.0]
     """
 
