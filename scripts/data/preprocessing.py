@@ -31,14 +31,14 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     Orientationd,
-    RandAdjustContrastd,
-    RandBiasFieldd,
     RandFlipd,
     ResizeWithPadOrCropd,
     ScaleIntensityd,
 )
 
 from scripts.data.compose import RegistrationCompose
+from scripts.data.domain_randomisation import domain_randomisation as domain_randomisation_chain
+from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
 from scripts.data.transforms import (
     LoadFramed,
     RandSwapMovingFixedd,
@@ -57,10 +57,6 @@ __all__ = [
     "registration_preprocessing",
 ]
 
-IMAGE_KEYS = ("moving", "fixed")
-LABEL_KEYS = ("moving_label", "fixed_label")
-FRAME_KEYS = ("moving_frame", "fixed_frame")
-NUM_CLASSES = 4  # background, RV, LV myocardium, LV blood pool
 
 
 def registration_preprocessing(
@@ -112,7 +108,7 @@ def registration_preprocessing(
 
 
 def registration_augmentation(
-    swap_prob: float = 0.5, flip_prob: float = 0.5, intensity: bool = False
+    swap_prob: float = 0.5, flip_prob: float = 0.5, domain_randomisation: bool = False
 ) -> RegistrationCompose:
     """Random training augmentation, applied to preprocessed samples (after any cache).
 
@@ -120,8 +116,9 @@ def registration_augmentation(
       indices change places, ``direction`` is reversed);
     - flip of spatial axis 0, then independently of spatial axis 1 (in-plane), each with probability
       ``flip_prob``, ONE draw for all four keys so labels follow their images and the pair stays aligned;
-    - ``intensity``: a smooth multiplicative bias field and a gamma change, the same draw for both images (both
-      frames come from one acquisition), then min-max back to [0, 1]. Off by default (not used by the paper).
+    - ``domain_randomisation``: a new geometry and a new scanner for every pair
+      (:mod:`scripts.data.domain_randomisation`: random rotation, heart scale and shift, label-driven random
+      tissue intensities, bias field, gamma, blur, lower resolution, noise), images back in [0, 1].
 
     Keys as produced by :func:`registration_preprocessing`; label keys may be absent.
     """
@@ -131,13 +128,8 @@ def registration_augmentation(
         RandFlipd(all_keys, prob=flip_prob, spatial_axis=0, allow_missing_keys=True),
         RandFlipd(all_keys, prob=flip_prob, spatial_axis=1, allow_missing_keys=True),
     ]
-    if intensity:
-        transforms += [
-            RandBiasFieldd(IMAGE_KEYS, degree=3, coeff_range=(0.0, 0.2), prob=0.3),
-            RandAdjustContrastd(IMAGE_KEYS, prob=0.3, gamma=(0.7, 1.5)),
-            ScaleIntensityd(IMAGE_KEYS, minv=0.0, maxv=1.0),
-            EnsureTyped(IMAGE_KEYS, dtype=torch.float32, track_meta=True),
-        ]
+    if domain_randomisation:
+        transforms += domain_randomisation_chain(IMAGE_KEYS, LABEL_KEYS)
     return RegistrationCompose(transforms)
 
 

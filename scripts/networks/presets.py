@@ -24,23 +24,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "flow_feature_channels": 64,
         "memory_hidden": (1024, 2048),
     },
-    # What we train and ship on CPU: same levels, blocks and mechanisms (Siamese LK encoder, Laplacian
-    # warping decoder, memory at the three finest levels), chosen by profiling on a 2-core CPU:
-    # - half of 0.3.0's channels below full resolution (4, 8, 16, 16) and narrower heads (2, 4, 4, 8, 8):
-    #   at batch 1 the 37 grid samples of the pyramid are a fixed cost, so the convolutions, the feature
-    #   warps and the flow heads are what a preset can still make cheaper;
-    # - a 2-channel full-resolution level and 3 flow-feature channels (9-element slots): the
-    #   full-resolution memory head was the most expensive flow head of 0.3.0 (36 of its 240 ms);
+    # What we train and ship on CPU (since 0.5.0): same levels, blocks and mechanisms (Siamese LK encoder,
+    # Laplacian warping decoder, memory at the three finest levels), chosen for accuracy on unseen images
+    # within the inference budget (at most 0.6x MONAI VoxelMorph's time per pair on a CPU):
+    # - channels 2, 8, 16, 32, 32, heads 4, 8, 8, 8, 8 and 4 flow-feature channels (12-element memory slots):
+    #   0.4.0's thinner preset (half these widths below full resolution) learned less per epoch and segmented
+    #   the fixed image worse (phantom memory Dice 66.0 against 75.2 %);
     # - in-plane kernels (3,3,1)/(5,5,1) at levels 0-3, where voxels are 1.8-14.4 mm in-plane but 10 mm
     #   through-plane; (5,5,3) large kernels at levels 3-4 and 3x3x3 plain kernels at level 4 mix slices;
     # - channels-last memory layout everywhere (oneDNN's few-channel 3-D kernels are several times faster).
     "compact": {
-        "channels": (2, 4, 8, 16, 16),
-        "head_channels": (2, 4, 4, 8, 8),
+        "channels": (2, 8, 16, 32, 32),
+        "head_channels": (4, 8, 8, 8, 8),
         "kernel_size": ((3, 3, 1), (3, 3, 1), (3, 3, 1), (3, 3, 1), 3),
         "large_kernel": ((3, 3, 1), (5, 5, 1), (5, 5, 1), (5, 5, 3), (5, 5, 3)),
         "small_kernel": ((1, 1, 1), (3, 3, 1), 3, 3, 3),
-        "flow_feature_channels": 3,
+        "flow_feature_channels": 4,
         "memory_hidden": (64, 128),
         "channels_last_levels": 5,
     },
@@ -55,26 +54,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "memory_hidden": (8,),
     },
 }
-
-# The compact presets of earlier versions, kept so that their weights and the comparison networks
-# trained with them (docs/README.md, "Registration accuracy") still load.
-# 0.3.0 (0.451 M parameters): twice the widths below full resolution, wider coarse heads, 4 flow-feature channels.
-PRESETS["compact_v0.3"] = {
-    **PRESETS["compact"],
-    "channels": (2, 8, 16, 32, 32),
-    "head_channels": (4, 8, 8, 8, 8),
-    "flow_feature_channels": 4,
-}
-# 0.1.0-0.2.0 (0.56 M parameters): as 0.3.0 with 4 channels and 8 flow-feature channels at full resolution,
-# wider level-3/4 heads and 3x3x3 plain kernels from level 2.
-PRESETS["compact_v0.2"] = {
-    **PRESETS["compact_v0.3"],
-    "channels": (4, 8, 16, 32, 32),
-    "head_channels": (4, 8, 8, 16, 16),
-    "kernel_size": ((3, 3, 1), (3, 3, 1), 3, 3, 3),
-    "flow_feature_channels": 8,
-}
-
 
 def memwarp_network(preset: str = "compact", variant: str = "memwarp", **overrides: Any) -> MemWarp:
     """Build a :class:`MemWarp` of the given ``preset`` and ablation ``variant`` ("memwarp", "lapwarp", "lkunet").
