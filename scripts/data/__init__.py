@@ -24,7 +24,7 @@ Public API:
     save_datalist(datalist, output, relative=False, protected=()) -> Path
     registration_preprocessing(spatial_size=(128, 128, 16), pixdim=(1.8, 1.8, 10.0), with_labels=True)
         -> RegistrationCompose
-    registration_augmentation(swap_prob=0.5, flip_prob=0.5, intensity=False) -> RegistrationCompose
+    registration_augmentation(swap_prob=0.5, flip_prob=0.5, domain_randomisation=False) -> RegistrationCompose
     chain_transforms(*stages) -> RegistrationCompose   (flat, so CacheDataset caches the preprocessing)
     CLI: python -m scripts.data.write_datalist --dataset_dir D --output datalist.json [--relative] [--no_labels]
 

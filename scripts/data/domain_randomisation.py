@@ -109,7 +109,9 @@ class RandPairGeometryd(RandomizableTransform, MapTransform):
         rotation = self.parameters["rotation"]
         cos, sin = math.cos(rotation), math.sin(rotation)
         inverse_rotation = torch.tensor([[cos, sin, 0.0], [-sin, cos, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-        inverse_scale = torch.diag(torch.tensor([1.0 / s for s in self.parameters["content_scale"]], dtype=torch.float64))
+        inverse_scale = torch.diag(
+            torch.tensor([1.0 / s for s in self.parameters["content_scale"]], dtype=torch.float64)
+        )
         linear = inverse_scale @ inverse_rotation
         centre = (torch.tensor([float(n) for n in spatial_size], dtype=torch.float64) - 1.0) / 2.0
         matrix = torch.eye(4, dtype=torch.float64)
@@ -138,10 +140,11 @@ class RandPairGeometryd(RandomizableTransform, MapTransform):
 
 
 def _sampling_grid(output_to_input: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor:
-    """(1, X, Y, Z, 3) ``grid_sample`` grid (``align_corners=True``) sampling the input at ``output_to_input`` positions.
+    """(1, X, Y, Z, 3) ``grid_sample`` grid (``align_corners=True``) sampling the input at ``output_to_input``.
 
     ``affine_grid`` works in [-1, 1] coordinates with the axes in reversed order (Z, Y, X): with
-    ``D = diag((size - 1) / 2)``, voxel ``p = D (n + 1)``, so the normalised map is ``D^-1 A D n + D^-1 (A D 1 + t) - 1``.
+    ``D = diag((size - 1) / 2)``, voxel ``p = D (n + 1)``, so the normalised map is
+    ``D^-1 A D n + D^-1 (A D 1 + t) - 1``.
     """
     half = torch.tensor([max(n - 1, 1) / 2.0 for n in spatial_size], dtype=torch.float64)
     linear = output_to_input[:3, :3] * half[None, :] / half[:, None]
@@ -284,9 +287,7 @@ def domain_randomisation(
         RandBiasFieldd(image_keys, degree=3, coeff_range=(-0.2, 0.2), prob=0.5),
         RandAdjustContrastd(image_keys, prob=0.5, gamma=(0.4, 2.5)),
         RandHistogramShiftd(image_keys, num_control_points=(5, 10), prob=0.2),
-        RandGaussianSmoothd(
-            image_keys, sigma_x=(0.0, 1.5), sigma_y=(0.0, 1.5), sigma_z=(0.0, 0.5), prob=0.3
-        ),
+        RandGaussianSmoothd(image_keys, sigma_x=(0.0, 1.5), sigma_y=(0.0, 1.5), sigma_z=(0.0, 0.5), prob=0.3),
         RandSimulateLowResolutiond(image_keys, zoom_range=(0.6, 1.0), prob=0.2),
         RandRicianNoised(image_keys, prob=0.5, std=0.08, sample_std=True),
         ScaleIntensityd(image_keys, minv=0.0, maxv=1.0),

@@ -38,7 +38,6 @@ from monai.transforms import (
 
 from scripts.data.compose import RegistrationCompose
 from scripts.data.domain_randomisation import domain_randomisation as domain_randomisation_chain
-from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
 from scripts.data.transforms import (
     LoadFramed,
     RandSwapMovingFixedd,
@@ -47,6 +46,7 @@ from scripts.data.transforms import (
     ValidateRegistrationInputd,
     WeightsOnlyMetad,
 )
+from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
 
 __all__ = [
     "FRAME_KEYS",
@@ -56,7 +56,6 @@ __all__ = [
     "registration_augmentation",
     "registration_preprocessing",
 ]
-
 
 
 def registration_preprocessing(
