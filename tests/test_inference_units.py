@@ -12,6 +12,7 @@ import torch
 from test_inference_support import rotation, save_nifti
 
 from scripts.data import InvalidInputError
+from scripts.geometry import NiftiGeometry
 from scripts.inference import (
     CheckpointError,
     MissingCheckpointError,
@@ -22,34 +23,13 @@ from scripts.inference import (
     load_network_weights,
     pair_name,
     resample_through_displacement,
-    voxel_to_world_displacement,
     world_overlap,
-    world_to_voxel_displacement,
 )
-from scripts.inference.displacement import to_nifti_vector_layout
-from scripts.inference.nifti_io import Geometry, save_displacement, save_volume
+from scripts.inference.nifti_io import save_volume
 
 AFFINE = np.eye(4)
 AFFINE[:3, :3] = rotation(2, 30.0) @ np.diag([1.8, 1.8, 10.0])
 AFFINE[:3, 3] = (-100.0, 20.0, 5.0)
-
-
-def test_one_voxel_along_each_axis_becomes_that_axis_column_in_millimetres() -> None:
-    ddf = torch.zeros(3, 2, 2, 2)
-    ddf[2] = 1.0  # one slice through-plane
-    world = voxel_to_world_displacement(ddf, AFFINE)
-    np.testing.assert_allclose(world[:, 0, 0, 0].numpy(), AFFINE[:3, 2], atol=1e-6)
-    assert float(world.norm(dim=0).max()) == pytest.approx(10.0, abs=1e-5)
-
-
-def test_world_and_voxel_displacements_round_trip() -> None:
-    ddf = torch.randn(1, 3, 4, 5, 6)
-    back = world_to_voxel_displacement(voxel_to_world_displacement(ddf, AFFINE), AFFINE)
-    torch.testing.assert_close(back, ddf, atol=1e-5, rtol=0)
-
-
-def test_vector_layout_is_x_y_z_1_3() -> None:
-    assert to_nifti_vector_layout(np.zeros((3, 4, 5, 6))).shape == (4, 5, 6, 1, 3)
 
 
 def test_zero_field_resamples_an_image_onto_its_own_grid_unchanged() -> None:
@@ -167,11 +147,9 @@ def test_input_errors_are_found_inside_wrapping_runtime_errors() -> None:
 
 def test_outputs_copy_the_reference_geometry_but_not_its_integer_type(tmp_path: Path) -> None:
     reference = save_nifti(np.zeros((4, 5, 6)), AFFINE, tmp_path / "ref.nii.gz", dtype=np.int16)
-    geometry = Geometry(reference)
+    geometry = NiftiGeometry(reference)
     out = save_volume(np.full((4, 5, 6), 0.25), geometry, tmp_path / "out.nii.gz")
     image = nib.load(str(out))
     np.testing.assert_allclose(image.affine, AFFINE, atol=1e-5)
     assert image.get_data_dtype() == np.float32 and float(image.get_fdata().max()) == 0.25
-    field = nib.load(str(save_displacement(np.ones((3, 4, 5, 6)), geometry, tmp_path / "ddf.nii.gz")))
-    assert field.shape == (4, 5, 6, 1, 3) and int(field.header["intent_code"]) == 1006
-    assert int(field.header["sform_code"]) == 1 and int(field.header["qform_code"]) == 1
+    assert int(image.header["sform_code"]) == 1 and int(image.header["qform_code"]) == 1

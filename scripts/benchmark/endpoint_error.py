@@ -2,7 +2,7 @@
 
 The phantom (``scripts.phantom``) writes the true field of every directed pair,
 ``patientNNN_true_ddf_<direction>.nii.gz``: on the fixed frame's original grid, millimetres along world RAS axes, a
-fixed world point ``p`` maps to ``p + d(p)`` in the moving frame (see ``scripts.inference.displacement``). The
+fixed world point ``p`` maps to ``p + d(p)`` in the moving frame (see ``scripts.geometry.displacement_nifti``). The
 network predicts ``u`` in voxels of its own grid (affine ``A``), and ``A (x + u(x)) = p + A[:3, :3] u(x)`` for
 ``p = A x``. So, per network voxel ``x``::
 
@@ -32,10 +32,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from scipy import ndimage
+
+from scripts.geometry import (
+    grid_world_points,
+    inside_within_half_voxel,
+    read_displacement_nifti,
+    voxel_to_world_displacement,
+    world_to_voxel_displacement,
+    world_to_voxel_points,
+)
 
 __all__ = [
     "BOUNDARY_MM",
@@ -76,11 +84,8 @@ def load_true_displacement(path: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: true displacement field not found (only phantom data sets carry one)")
-    image = nib.load(str(path))
-    array = np.asarray(image.dataobj, dtype=np.float64)
-    if array.ndim != 5 or array.shape[3] != 1 or array.shape[4] != 3:
-        raise ValueError(f"{path}: expected a (X, Y, Z, 1, 3) displacement image, got shape {array.shape}")
-    return np.moveaxis(array[:, :, :, 0, :], -1, 0), np.asarray(image.affine, dtype=np.float64)
+    field, affine = read_displacement_nifti(path)
+    return np.moveaxis(field, -1, 0), affine
 
 
 def true_displacement_on_grid(
@@ -98,13 +103,10 @@ def true_displacement_on_grid(
         (sampled, inside): sampled (3, H, W, D) world mm; inside (H, W, D) bool, True where the target voxel centre
         lies within the field's grid (at most half a voxel beyond its outer voxel centres).
     """
-    index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in grid_shape], indexing="ij"), axis=0)
-    homogeneous = np.concatenate([index.reshape(3, -1), np.ones((1, index[0].size))], axis=0)
-    source = (np.linalg.inv(field_affine) @ grid_affine @ homogeneous)[:3]
-    upper = np.asarray(field.shape[1:], dtype=np.float64)[:, None] - 0.5
-    inside = np.all((source >= -0.5) & (source <= upper), axis=0).reshape(grid_shape)
+    source = world_to_voxel_points(grid_world_points(grid_shape, grid_affine).numpy(), field_affine).reshape(-1, 3)
+    inside = inside_within_half_voxel(source, field.shape[1:]).reshape(grid_shape)
     sampled = np.stack(
-        [ndimage.map_coordinates(component, source, order=1, mode="nearest") for component in field], axis=0
+        [ndimage.map_coordinates(component, source.T, order=1, mode="nearest") for component in field], axis=0
     )
     return sampled.reshape((3, *grid_shape)), inside
 
@@ -151,11 +153,11 @@ def endpoint_error_metrics(
     u = ddf.detach().cpu().double().numpy() if isinstance(ddf, torch.Tensor) else np.asarray(ddf, np.float64)
     u = u.reshape(3, *u.shape[-3:])
     matrix = grid_affine.detach().cpu().double().numpy() if isinstance(grid_affine, torch.Tensor) else grid_affine
-    linear = np.asarray(matrix, np.float64)[:3, :3]
-    error_world = np.einsum("ij,j...->i...", linear, u) - true_on_grid
+    matrix = np.asarray(matrix, np.float64)
+    error_world = voxel_to_world_displacement(u, matrix) - true_on_grid
     error = np.linalg.norm(error_world, axis=0)
-    column_norms = np.linalg.norm(linear, axis=0)
-    error_axes = np.einsum("ij,j...->i...", np.linalg.inv(linear), error_world) * column_norms[:, None, None, None]
+    column_norms = np.linalg.norm(matrix[:3, :3], axis=0)
+    error_axes = world_to_voxel_displacement(error_world, matrix) * column_norms[:, None, None, None]
     label = fixed_label.detach().cpu().numpy() if isinstance(fixed_label, torch.Tensor) else np.asarray(fixed_label)
     label = np.rint(label.reshape(u.shape[1:])).astype(np.int64)
     heart = inside & (label > 0)

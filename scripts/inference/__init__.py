@@ -9,20 +9,14 @@ one way, one module per step:
 - ``scripts.data.registration_preprocessing``: files -> (1, 128, 128, 16) network inputs, inverse kept;
 - :mod:`.network_io`: ``prepare_batch`` and inferer, ``network(moving, fixed)``;
 - :mod:`.postprocessing`: network-grid products, inverted to the fixed image's original space
-  (:mod:`.displacement` for the voxel -> world mm conversion, :mod:`.resampling` for warping the original moving
+  (:mod:`scripts.geometry` for the voxel -> world mm conversion, :mod:`.resampling` for warping the original moving
   image), metrics;
-- :mod:`.writer` (with :mod:`.nifti_io`, :mod:`.qc_figure`, :mod:`.summary`): one folder per pair, renamed into
-  place when complete;
+- :mod:`.writer` (with :mod:`.nifti_io` and :func:`scripts.geometry.write_displacement_nifti`, :mod:`.qc_figure`,
+  :mod:`.summary`): one folder per pair, renamed into place when complete;
 - :mod:`.errors`: input errors end a command-line run with one line naming the file.
 """
 
 from scripts.inference.checkpoint import CheckpointRecord, file_sha256, load_network_weights
-from scripts.inference.displacement import (
-    DISPLACEMENT_CONVENTION,
-    DISPLACEMENT_INTENT,
-    voxel_to_world_displacement,
-    world_to_voxel_displacement,
-)
 from scripts.inference.errors import (
     CheckpointError,
     MissingCheckpointError,
@@ -35,12 +29,10 @@ from scripts.inference.input_checks import check_output_dir, check_pair_inputs, 
 from scripts.inference.network_io import RegistrationInferer, RegistrationPairBatch
 from scripts.inference.pairs import inference_pairs, pair_name, records_from_json, source_record
 from scripts.inference.postprocessing import registration_postprocessing
-from scripts.inference.resampling import grid_world_points, resample_at_world_points, resample_through_displacement
+from scripts.inference.resampling import resample_at_world_points, resample_through_displacement
 from scripts.inference.writer import PairOutputWriter
 
 __all__ = [
-    "DISPLACEMENT_CONVENTION",
-    "DISPLACEMENT_INTENT",
     "CheckpointError",
     "CheckpointRecord",
     "InputChecks",
@@ -55,7 +47,6 @@ __all__ = [
     "check_output_dir",
     "check_pair_inputs",
     "file_sha256",
-    "grid_world_points",
     "inference_pairs",
     "input_error_in",
     "install_error_report",
@@ -66,7 +57,5 @@ __all__ = [
     "resample_at_world_points",
     "resample_through_displacement",
     "source_record",
-    "voxel_to_world_displacement",
     "world_overlap",
-    "world_to_voxel_displacement",
 ]

@@ -16,8 +16,8 @@ from monai.transforms import EnsureChannelFirstd
 
 from scripts.data import InvalidInputError, LoadFramed, RegistrationCompose, ValidateRegistrationInputd
 from scripts.data.datalist import PATH_KEYS
+from scripts.geometry import grid_world_points, inside_within_half_voxel, world_to_voxel_points
 from scripts.inference.errors import OutputCollisionError
-from scripts.inference.resampling import grid_world_points
 
 __all__ = ["check_output_dir", "check_pair_inputs", "world_overlap"]
 
@@ -38,10 +38,7 @@ def world_overlap(
     """
     stride = max(1, int(np.ceil((float(np.prod(fixed_shape)) / max_points) ** (1 / 3))))
     points = grid_world_points(fixed_shape, fixed_affine)[::stride, ::stride, ::stride]
-    inverse = torch.linalg.inv(torch.as_tensor(np.asarray(moving_affine, dtype=np.float64)))
-    voxel = points @ inverse[:3, :3].T + inverse[:3, 3]
-    extent = torch.tensor([float(n) for n in moving_shape], dtype=torch.float64)
-    inside = ((voxel >= -0.5) & (voxel <= extent - 0.5)).all(dim=-1)
+    inside = inside_within_half_voxel(world_to_voxel_points(points, moving_affine), moving_shape)
     return float(inside.double().mean())
 
 

@@ -8,7 +8,7 @@ Network grid (128 x 128 x 16 at 1.8 x 1.8 x 10 mm, RAS, affine = ``sample["fixed
     0..3 (argmax of the memory's level-0 logits; absent for networks without memory); ``"jacobian"`` (1, H, W, D),
     det(I + grad ddf) by central differences.
 Fixed image's original space (shape and affine of the fixed file):
-    ``"ddf_fixed_space"`` (3, X, Y, Z) mm, world RAS, fixed -> moving (see :mod:`scripts.inference.displacement`);
+    ``"ddf_fixed_space"`` (3, X, Y, Z) mm, world RAS, fixed -> moving (see :mod:`scripts.geometry.displacement_nifti`);
     ``"jacobian_fixed_space"`` (1, X, Y, Z) and ``"fixed_segmentation_fixed_space"`` (1, X, Y, Z): the network-grid
     maps inverted (linear resp. nearest neighbour) with ``Invertd``;
     ``"fixed_original"``, ``"moving_original_fixed_space"`` (moving resampled without deformation, for "before"),
@@ -29,7 +29,7 @@ from monai.utils import CommonKeys
 
 from scripts.data import LoadFramed, registration_preprocessing
 from scripts.data.transforms import source_name
-from scripts.inference.displacement import voxel_to_world_displacement
+from scripts.geometry import voxel_to_world_displacement
 from scripts.inference.pairs import source_record
 from scripts.inference.resampling import resample_through_displacement
 from scripts.metrics import (

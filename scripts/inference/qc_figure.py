@@ -22,6 +22,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from scripts.geometry import world_to_voxel_displacement  # noqa: E402
+
 __all__ = ["STRUCTURE_COLOURS", "choose_slices", "save_quality_control_figure"]
 
 STRUCTURE_COLOURS = {1: ("RV", "#1f9bff"), 2: ("LV myocardium", "#2ecc40"), 3: ("LV blood pool", "#ff4136")}
@@ -111,7 +113,7 @@ def save_quality_control_figure(
     in_plane = [a for a in range(3) if a != slice_axis]
     aspect = float(spacing[in_plane[1]] / spacing[in_plane[0]])
     # displacement in voxels of the fixed grid, to draw the deformed grid in index space
-    voxels = np.einsum("ij,j...->i...", np.linalg.inv(affine[:3, :3]), displacement_mm)
+    voxels = world_to_voxel_displacement(np.asarray(displacement_mm, dtype=np.float64), affine)
     slices = choose_slices(fixed.shape, segmentation if segmentation is not None else warped_label, slice_axis)
     low, high = _window(fixed)
     before, after = np.abs(fixed - moving), np.abs(fixed - warped)

@@ -8,36 +8,13 @@ voxel outside the outermost voxel centres takes the edge value (clamped), a poin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["grid_world_points", "resample_at_world_points", "resample_through_displacement"]
+from scripts.geometry import grid_world_points, inside_within_half_voxel, world_to_voxel_points
 
-
-def _affine64(affine: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
-    matrix = affine.detach() if isinstance(affine, torch.Tensor) else torch.from_numpy(np.asarray(affine))
-    return matrix.to(device=device, dtype=torch.float64)
-
-
-def grid_world_points(shape: Sequence[int], affine: torch.Tensor | np.ndarray, device=None) -> torch.Tensor:
-    """World (RAS mm) position of every voxel centre of a grid.
-
-    Args:
-        shape: (X, Y, Z) voxels.
-        affine: (4, 4) RAS mm <- voxel index.
-        device: torch device of the result.
-
-    Returns:
-        (X, Y, Z, 3) float64 tensor.
-    """
-    device = torch.device("cpu") if device is None else torch.device(device)
-    axes = [torch.arange(int(n), device=device, dtype=torch.float64) for n in shape]
-    index = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
-    matrix = _affine64(affine, device)
-    return index @ matrix[:3, :3].T + matrix[:3, 3]
+__all__ = ["resample_at_world_points", "resample_through_displacement"]
 
 
 def resample_at_world_points(
@@ -57,9 +34,8 @@ def resample_at_world_points(
     if image.ndim != 3:
         raise ValueError(f"expected an (X, Y, Z) volume, got shape {tuple(image.shape)}")
     shape = torch.tensor(image.shape, device=points.device, dtype=torch.float64)
-    matrix = torch.linalg.inv(_affine64(affine, points.device))
-    voxel = points @ matrix[:3, :3].T + matrix[:3, 3]
-    inside = ((voxel >= -0.5) & (voxel <= shape - 0.5)).all(dim=-1)
+    voxel = world_to_voxel_points(points, affine)
+    inside = inside_within_half_voxel(voxel, image.shape)
     # clamp onto the outermost centres: ITK's edge rule within the half-voxel margin; align_corners=True maps
     # index 0 -> -1 and index n-1 -> +1 (a single-voxel axis maps to 0)
     clamped = torch.minimum(voxel.clamp_min(0.0), shape - 1)

@@ -11,8 +11,8 @@ from typing import Any
 import monai
 import torch
 
+from scripts.geometry import DISPLACEMENT_CONVENTION
 from scripts.inference.checkpoint import CheckpointRecord
-from scripts.inference.displacement import DISPLACEMENT_CONVENTION
 
 __all__ = ["CONVENTIONS", "OUTPUT_DESCRIPTIONS", "pair_summary"]
 

@@ -2,7 +2,7 @@
 
 ``<output_dir>/<pair_name>/`` holds (fixed image's original space unless said otherwise):
 ``warped_moving.nii.gz``, ``warped_moving_label.nii.gz`` (when a moving label is given),
-``displacement_fixed_to_moving_mm.nii.gz`` (see :mod:`scripts.inference.displacement`),
+``displacement_fixed_to_moving_mm.nii.gz`` (see :mod:`scripts.geometry.displacement_nifti`),
 ``fixed_segmentation_predicted.nii.gz`` (networks with an anatomical memory), ``jacobian_determinant.nii.gz``,
 ``summary.json``, ``quality_control.png`` and, on request, ``network_grid/`` with the network-grid versions.
 A failure while writing a pair leaves no trace of that pair; an earlier result of the same pair is replaced only
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from ignite.engine import Engine, Events
 
-from scripts.inference.displacement import voxel_to_world_displacement
+from scripts.geometry import NiftiGeometry, voxel_to_world_displacement, write_displacement_nifti
 from scripts.inference.handlers import PairTimer, RegistrationCheckpointLoader
-from scripts.inference.nifti_io import Geometry, save_displacement, save_volume
+from scripts.inference.nifti_io import save_volume
 from scripts.inference.pairs import source_record
 from scripts.inference.qc_figure import save_quality_control_figure
 from scripts.inference.summary import pair_summary
@@ -139,17 +139,19 @@ class PairOutputWriter:
         return destination
 
     def _write_files(self, folder: Path, data: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
-        fixed_space = Geometry(record["fixed"])
+        fixed_space = NiftiGeometry(record["fixed"])
         files = []
 
-        def volume(name: str, key: str, dtype=np.float32, geometry: Geometry = fixed_space, where: Path = folder):
+        def volume(name: str, key: str, dtype=np.float32, geometry: NiftiGeometry = fixed_space, where: Path = folder):
             if key in data:
                 save_volume(data[key], geometry, where / name, dtype=dtype)
                 files.append(str((where / name).relative_to(folder)))
 
         volume("warped_moving.nii.gz", "warped_moving_fixed_space")
         volume("warped_moving_label.nii.gz", "warped_moving_label_fixed_space", np.uint8)
-        save_displacement(data["ddf_fixed_space"], fixed_space, folder / "displacement_fixed_to_moving_mm.nii.gz")
+        write_displacement_nifti(
+            folder / "displacement_fixed_to_moving_mm.nii.gz", data["ddf_fixed_space"], fixed_space
+        )
         files.append("displacement_fixed_to_moving_mm.nii.gz")
         volume("fixed_segmentation_predicted.nii.gz", "fixed_segmentation_fixed_space", np.uint8)
         volume("jacobian_determinant.nii.gz", "jacobian_fixed_space")
@@ -184,7 +186,7 @@ class PairOutputWriter:
         grid = folder / "network_grid"
         grid.mkdir()
         affine = data["fixed"].affine
-        geometry = Geometry(affine)
+        geometry = NiftiGeometry(affine)
         names = {
             "fixed.nii.gz": "fixed",
             "moving.nii.gz": "moving",
@@ -200,7 +202,7 @@ class PairOutputWriter:
             written.append("network_grid/fixed_segmentation_predicted.nii.gz")
         ddf = data["ddf"]
         world = voxel_to_world_displacement(ddf, affine)
-        save_displacement(world, geometry, grid / "displacement_fixed_to_moving_mm.nii.gz")
+        write_displacement_nifti(grid / "displacement_fixed_to_moving_mm.nii.gz", world, geometry)
         save_volume(np.moveaxis(_numpy(ddf), 0, -1), geometry, grid / "ddf_voxels.nii.gz")
         written += ["network_grid/displacement_fixed_to_moving_mm.nii.gz", "network_grid/ddf_voxels.nii.gz"]
         return written

@@ -32,6 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts.atomic_files import write_bytes_atomically
+from scripts.geometry import displacement_nifti_image
 
 if TYPE_CHECKING:
     from .generator import PhantomSubject
@@ -59,8 +60,8 @@ def save_nifti_gz(image: nib.Nifti1Image, path: Path) -> None:
 
 def displacement_image(ddf: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     """NIfTI displacement field: ``ddf`` (X, Y, Z, 3) world RAS mm -> (X, Y, Z, 1, 3), intent 1006."""
-    image = _nifti(np.asarray(ddf, np.float32)[:, :, :, None, :], affine, (1.0, 1.0))
-    image.header.set_intent(1006, name="true_ddf_mm_RAS")
+    image = displacement_nifti_image(ddf, affine, intent_name="true_ddf_mm_RAS", channel_axis=-1)
+    image.header.set_xyzt_units("mm", "msec")  # as every file of the subject (the cine's frame times are in ms)
     return image
 
 
