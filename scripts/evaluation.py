@@ -36,6 +36,7 @@ __all__ = [
     "RECORD_COLUMNS",
     "REGISTRATION_METRICS",
     "RegistrationEvaluationHandler",
+    "data_source",
     "pair_metrics",
     "protocol",
     "summarise",
@@ -191,6 +192,26 @@ def write_json_atomic(path: str | os.PathLike, content: Any) -> Path:
     return write_text_atomically(Path(path), json.dumps(content, indent=4, allow_nan=False) + "\n")
 
 
+def data_source(dataset_dir: str | os.PathLike | None, datalist: str | os.PathLike | None) -> dict[str, str | None]:
+    """Where evaluated pairs came from: ``{"datalist": file or None, "dataset_dir": folder or None, "section"}``,
+    absolute paths; a datalist, when given, is the only source (the data set folder is then not read)."""
+    if datalist:
+        return {"datalist": os.path.abspath(datalist), "dataset_dir": None, "section": "test"}
+    return {
+        "datalist": None,
+        "dataset_dir": None if not dataset_dir else os.path.abspath(dataset_dir),
+        "section": "test",
+    }
+
+
+def _evaluated_records(engine: Engine) -> list[dict] | None:
+    """The pair records of the evaluator's data set (path strings and names only), or None when it has none."""
+    records = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "data", None)
+    if not isinstance(records, list) or not all(isinstance(record, Mapping) for record in records):
+        return None
+    return [{k: v for k, v in record.items() if isinstance(v, (str, int, float))} for record in records]
+
+
 def _as_list(value: Any, size: int) -> list[str]:
     if value is None:
         return [""] * size
@@ -200,8 +221,8 @@ def _as_list(value: Any, size: int) -> list[str]:
 
 
 class RegistrationEvaluationHandler:
-    """Evaluate every test pair and write ``<output_dir>/per_pair_metrics.csv``, ``per_pair_metrics_initial.csv``
-    and ``summary.json``.
+    """Evaluate every test pair and write ``<output_dir>/per_pair_metrics.csv``, ``per_pair_metrics_initial.csv``,
+    ``summary.json`` and ``datalist_used.json``.
 
     Attach to a ``SupervisedEvaluator`` fed by ``RegistrationPrepareBatch`` with ``decollate=False``. Per iteration it
     reads the network's "ddf" (and level-0 "anatomical_logits" when the network has a memory), the targets' label
@@ -210,6 +231,10 @@ class RegistrationEvaluationHandler:
     divided by the batch size, is each pair's ``seconds_per_pair``. At COMPLETED the rows of all processes are
     gathered and the main process writes the files.
 
+    The summary's "data" says where the pairs came from: the datalist file when one was given (then the data set
+    folder played no part), otherwise the data set folder's test split; ``datalist_used.json`` holds the evaluated
+    pair records as a datalist (``{"test": [...]}``, absolute paths), so ``--datalist`` with it repeats the run.
+
     Args:
         output_dir: folder of the output files.
         spacing: voxel size in mm of the network grid (HD95).
@@ -217,6 +242,8 @@ class RegistrationEvaluationHandler:
         border: Jacobian border crop.
         model_name: row name of the network in the summary (e.g. the architecture); the identity is "Initial".
         run_info: free-form description stored in the summary (architecture, preset, checkpoint, ...).
+        dataset_dir: the data set folder the pairs were split from (when ``datalist`` is empty).
+        datalist: the datalist JSON the pairs were read from, or ""/None.
     """
 
     def __init__(
@@ -227,6 +254,8 @@ class RegistrationEvaluationHandler:
         border: int = JACOBIAN_BORDER,
         model_name: str = "model",
         run_info: Mapping[str, Any] | None = None,
+        dataset_dir: str | os.PathLike | None = None,
+        datalist: str | os.PathLike | None = None,
     ) -> None:
         if model_name == INITIAL_ROW:
             raise ValueError(f"model_name {INITIAL_ROW!r} is reserved for the identity transform")
@@ -236,6 +265,7 @@ class RegistrationEvaluationHandler:
         self.border = int(border)
         self.model_name = str(model_name)
         self.run_info = dict(run_info or {})
+        self.data_source = data_source(dataset_dir, datalist)
         self.rows: list[dict[str, Any]] = []
         self.initial_rows: list[dict[str, Any]] = []
         self.grid: tuple[int, ...] = ()
@@ -319,10 +349,16 @@ class RegistrationEvaluationHandler:
         write_csv_atomic(
             self.output_dir / "per_pair_metrics_initial.csv", initial_rows, RECORD_COLUMNS + REGISTRATION_METRICS
         )
+        files = {"per_pair": "per_pair_metrics.csv", "per_pair_initial": "per_pair_metrics_initial.csv"}
+        records = _evaluated_records(engine)
+        if records is not None:
+            write_json_atomic(self.output_dir / "datalist_used.json", {self.data_source["section"]: records})
+            files["datalist_used"] = "datalist_used.json"
         summary = {
             "protocol": protocol(self.grid, self.spacing, self.border),
             "run": self.run_info,
-            "files": {"per_pair": "per_pair_metrics.csv", "per_pair_initial": "per_pair_metrics_initial.csv"},
+            "data": {**self.data_source, "num_pairs": len(rows)},
+            "files": files,
             "results": {
                 INITIAL_ROW: summarise(initial_rows, REGISTRATION_METRICS),
                 self.model_name: summarise(rows, METRIC_NAMES),

@@ -22,8 +22,10 @@ the first item's keys); the frame index is also in each loaded image's ``meta["f
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.atomic_files import write_text_atomically
@@ -34,7 +36,10 @@ __all__ = [
     "DIRECTIONS",
     "PATH_KEYS",
     "REFERENCE_SPLIT_PATIENTS",
+    "VALIDATION_FRACTION",
+    "DatasetSplit",
     "build_pair_datalist",
+    "dataset_split",
     "load_datalist",
     "pair_records",
     "reference_split",
@@ -165,6 +170,113 @@ def reference_split(dataset_dir: str | os.PathLike, require_labels: bool = True)
                 f"(numbers {numbers[0]}-{numbers[-1]}) has a patientNNN folder there"
             )
     return split
+
+
+VALIDATION_FRACTION = 0.15
+"""Share of the development patients drawn for validation when the reference validation patients are absent: the
+reference split validates 3 of every 20 development patients."""
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """Pair records per section of a data set, and how each section was chosen (in words, for the log).
+
+    Attributes:
+        sections: ``{"training": [...], "validation": [...], "test": [...]}``; a section may be empty.
+        how: section name -> which patients it holds and why (or why it is empty), in words.
+    """
+
+    sections: dict[str, list[dict]]
+    how: dict[str, str] = field(default_factory=dict)
+
+
+def _patient_number(patient: str) -> int | None:
+    try:
+        return int(patient_id(patient)[len("patient") :])
+    except ValueError:
+        return None
+
+
+def _patients_text(patients: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} ({group or 'no group'})" for name, group in patients)
+
+
+def _draw_validation(patients: Sequence[tuple[str, str]], fraction: float) -> list[tuple[str, str]]:
+    """Validation patients drawn from ``(patient, group)`` pairs, stratified by group.
+
+    ``round(fraction x n)`` patients (at least 1, and at least 1 left to train on) are shared among the groups in
+    proportion to their sizes (largest remainder; ties go to the larger group, then to the group whose last patient
+    has the higher number); each group gives its highest-numbered patients, as the reference split takes the last 3
+    of each block of 20. Deterministic: the same folders always give the same split.
+    """
+    by_group: dict[str, list[tuple[str, str]]] = {}
+    for patient in sorted(patients):
+        by_group.setdefault(patient[1], []).append(patient)
+    total = len(patients)
+    count = min(total - 1, max(1, math.floor(fraction * total + 0.5)))
+    quotas = {group: count * len(members) / total for group, members in by_group.items()}
+    allocation = {group: math.floor(quota) for group, quota in quotas.items()}
+    ranked = sorted(
+        by_group,
+        key=lambda g: (quotas[g] - allocation[g], len(by_group[g]), by_group[g][-1][0]),
+        reverse=True,
+    )
+    for group in ranked[: count - sum(allocation.values())]:
+        allocation[group] += 1
+    drawn = [patient for group, members in by_group.items() for patient in members[len(members) - allocation[group] :]]
+    return sorted(drawn)
+
+
+def dataset_split(
+    dataset_dir: str | os.PathLike, require_labels: bool = True, validation_fraction: float = VALIDATION_FRACTION
+) -> DatasetSplit:
+    """The training, validation and test pair records of any ACDC-like data set, both directions per patient.
+
+    - test: the reference test patients (101-150, ACDC's testing set) found on disk;
+    - validation: the reference validation patients (18-20, 38-40, 58-60, 78-80, 98-100) found on disk, when there
+      is at least one and at least one other patient outside the test set; otherwise ``validation_fraction`` of the
+      patients outside the test set, drawn stratified by disease group (see :func:`_draw_validation`);
+    - training: every other patient outside the test set.
+
+    On the full ACDC (and on phantoms of 129 or more subjects) this is exactly :func:`reference_split`; on a smaller
+    data set it still trains and validates. Sections may be empty (e.g. no test patients); the caller decides
+    whether that is an error.
+
+    Raises:
+        MissingInputError, InvalidInputError: see :func:`build_pair_datalist` (a missing or empty directory, a
+            patient folder without Info.cfg or images, missing labels with ``require_labels``).
+    """
+    records = build_pair_datalist(dataset_dir, require_labels=require_labels)
+    groups = {record["patient"]: record["group"] for record in records}
+    test_numbers = set(REFERENCE_SPLIT_PATIENTS["test"])
+    test = sorted(p for p in groups.items() if _patient_number(p[0]) in test_numbers)
+    development = sorted(p for p in groups.items() if _patient_number(p[0]) not in test_numbers)
+    reference_validation = [p for p in development if _patient_number(p[0]) in REFERENCE_SPLIT_PATIENTS["validation"]]
+    too_few = (
+        f"{len(development)} patient(s) outside the reference test set (101-150); training needs at least 2, one "
+        "to train on and one to validate"
+    )
+    how = {"test": f"{len(test)} patients of the reference test set (101-150)" if test else "none of 101-150 found"}
+    if reference_validation and len(reference_validation) < len(development):
+        validation = reference_validation
+        how["validation"] = f"the {len(validation)} reference validation patients found"
+    elif len(development) >= 2:
+        validation = _draw_validation(development, validation_fraction)
+        how["validation"] = (
+            f"{len(validation)} of the {len(development)} patients outside the test set, drawn stratified by group "
+            "(the reference validation patients 18-20, 38-40, 58-60, 78-80, 98-100 are not there with others to "
+            f"train on): {_patients_text(validation)}"
+        )
+    else:
+        validation = []
+        how["validation"] = too_few
+    chosen = {name for name, _ in validation}
+    training = [p for p in development if p[0] not in chosen] if validation else []
+    how["training"] = f"the other {len(training)} patients outside the test set" if training else too_few
+    members = {"training": training, "validation": validation, "test": test}
+    names = {section: {name for name, _ in patients} for section, patients in members.items()}
+    sections = {section: [record for record in records if record["patient"] in names[section]] for section in names}
+    return DatasetSplit(sections=sections, how=how)
 
 
 def read_datalist_json(json_path: str | os.PathLike) -> object:

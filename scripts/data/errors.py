@@ -1,18 +1,9 @@
-"""Exceptions raised by the data pipeline.
-
-Both subclass the built-in exceptions that callers already catch (``ValueError`` and
-``FileNotFoundError``), so generic handlers keep working; every message starts with the offending
-file or directory and then says what is wrong with it.
-"""
+"""The data pipeline's errors: :class:`InvalidInputError` and :class:`MissingInputError`, defined in
+:mod:`scripts.errors` (the one home of every user-caused error and of its one-line report) and re-exported here for
+the data modules and their callers."""
 
 from __future__ import annotations
 
+from scripts.errors import InvalidInputError, MissingInputError
+
 __all__ = ["InvalidInputError", "MissingInputError"]
-
-
-class InvalidInputError(ValueError):
-    """An input exists but cannot be used: wrong dimensionality, bad label values, NaNs, mismatched geometry."""
-
-
-class MissingInputError(FileNotFoundError):
-    """A file or directory the pipeline needs is absent."""

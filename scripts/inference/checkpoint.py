@@ -1,13 +1,14 @@
-"""Load the network weights for inference, with messages that name the file, and fingerprint them.
+"""Load network weights (inference, evaluation, fine-tuning), with messages that name the file, and fingerprint them.
 
 Accepted files: a plain ``state_dict`` of the bundle's ``network_def`` (keys prefixed ``registration.``, what
-``ckpt_export``/training save as ``models/model.pt``), or a dict holding it under ``"model"`` (MONAI
-``CheckpointSaver`` with several objects). Loaded with ``torch.load(weights_only=True)``: plain tensors only.
+``ckpt_export``/training save as ``model.pt``), or a dict holding it under ``"model"`` (MONAI ``CheckpointSaver``
+with several objects, or training's ``last.pt``). Loaded with ``torch.load(weights_only=True)``: plain tensors only.
+When the file has a checkpoint card (``model.json``, :mod:`scripts.checkpoint_card`) and the caller says which
+network it configured, the card must name the same architecture and preset.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from scripts.checkpoint_card import check_card, file_sha256
+
+# the inference package's error types (subclasses of scripts.errors' InvalidInputError/MissingInputError)
 from scripts.inference.errors import CheckpointError, MissingCheckpointError
 
 __all__ = ["CheckpointRecord", "file_sha256", "load_network_weights"]
@@ -28,15 +32,6 @@ class CheckpointRecord:
 
     path: str
     sha256: str
-
-
-def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _state_dict_of(content: object, path: Path) -> dict[str, torch.Tensor]:
@@ -63,16 +58,30 @@ def _describe_mismatch(network: nn.Module, state: dict[str, torch.Tensor]) -> st
     return "; ".join(parts)
 
 
-def load_network_weights(network: nn.Module, path: str | os.PathLike, map_location=None) -> CheckpointRecord:
+def load_network_weights(
+    network: nn.Module,
+    path: str | os.PathLike,
+    map_location=None,
+    architecture: str | None = None,
+    network_preset: str | None = None,
+) -> CheckpointRecord:
     """Load ``path`` into ``network`` (strictly) and return its :class:`CheckpointRecord`.
 
     A state dict saved from the inner registration network (keys without the ``registration.`` prefix) is
     accepted too.
 
+    Args:
+        network: the configured network (``network_def``); a (Distributed)DataParallel wrapper is looked through.
+        path: the weights file.
+        map_location: where to put the tensors.
+        architecture, network_preset: what the configuration built ``network`` with; when given and the file has a
+            checkpoint card, the card must say the same (checked before the file is read).
+
     Raises:
         MissingCheckpointError: no file at ``path``.
-        CheckpointError: unreadable or corrupt file, not a state dict, or weights that do not fit the network
-            (e.g. another ``network_preset``/``architecture``); the message names the file.
+        CheckpointError: unreadable or corrupt file, not a state dict, a card naming another architecture or
+            preset, or weights that do not fit the network (e.g. another ``network_preset``/``architecture``); the
+            message names the file.
     """
     path = Path(path).expanduser().absolute()
     if not path.exists():
@@ -81,6 +90,9 @@ def load_network_weights(network: nn.Module, path: str | os.PathLike, map_locati
         )
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint path is not a file")
+    check_card(path, {"architecture": architecture, "network_preset": network_preset})
+    if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        network = network.module
     try:
         content = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors alike mean the same thing to the user
