@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
 from scripts.data import registration_augmentation
@@ -120,3 +122,16 @@ def test_domain_randomisation_switch_off_leaves_only_swap_and_flips():
     assert names == ["RandSwapMovingFixedd", "RandFlipd", "RandFlipd"]
     on = [type(t).__name__ for t in registration_augmentation(domain_randomisation=True).transforms]
     assert "RandPairGeometryd" in on and "RandTissueIntensityd" in on and "RandBiasFieldd" in on
+
+
+@pytest.mark.parametrize(
+    "value, expected", [(None, True), ("false", False), ("False", False), (False, False), ("true", True)]
+)
+def test_train_config_switch_reads_command_line_strings(value, expected):
+    # `--domain_randomisation false` reaches the config as the string "false", which is truthy in Python.
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "train.json"))
+    if value is not None:
+        parser["domain_randomisation"] = value
+    names = [type(t).__name__ for t in parser.get_parsed_content("train#random_transforms").transforms]
+    assert ("RandPairGeometryd" in names) is expected
