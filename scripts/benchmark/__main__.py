@@ -6,6 +6,9 @@ on the machine being the same as the one in docs/README.md.
 
 ``python -m scripts.benchmark accuracy ...`` is the accuracy mode: the paper's Table 1 (plus end-point error on
 the phantom) from trained checkpoints, see :mod:`scripts.benchmark.accuracy`.
+
+``python -m scripts.benchmark robustness ...`` perturbs the test split as a scanner or a patient would and scores
+networks and classical tools on it, see :mod:`scripts.benchmark.robustness`.
 """
 
 from __future__ import annotations
@@ -104,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.benchmark.accuracy import main as accuracy_main
 
         return accuracy_main(arguments[1:])
+    if arguments[:1] == ["robustness"]:
+        from scripts.benchmark.robustness import main as robustness_main
+
+        return robustness_main(arguments[1:])
     args = parse_args(argv)
     size = tuple(args.spatial_size)
     results: dict[str, dict[str, Any]] = {}
