@@ -14,6 +14,7 @@ exception keeps Python's full report.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -85,28 +86,43 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-class _NoUserErrorTraceback(logging.Filter):
-    """Drops the traceback MONAI's ``StatsHandler`` logs (``logger.exception``) for a user-caused error: the
-    error report prints its one line when the exception reaches the top."""
+class _NoUserErrorLog(logging.Filter):
+    """Drops the ERROR records engines log while a user-caused error passes through them: ignite's "run is
+    terminating due to exception: <message>" and MONAI ``StatsHandler``'s ``logger.exception`` traceback. The error
+    report prints the one line when the exception reaches the top.
+
+    The error is the record's ``exc_info`` or, for a plain ``logger.error`` inside an ``except`` block, the exception
+    being handled (``sys.exc_info()``: filters run inside the logging call).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None and input_error_in(record.exc_info[1]) is not None:
-            return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
-        return True
+        if record.levelno < logging.ERROR or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            return True
+        error = record.exc_info[1] if record.exc_info and record.exc_info[1] is not None else sys.exc_info()[1]
+        return error is None or input_error_in(error) is None
 
 
 def _install_log_filter() -> None:
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(existing, _NoUserErrorTraceback) for existing in handler.filters):
-            handler.addFilter(_NoUserErrorTraceback())
+    # MONAI's StatsHandler logs through its own logger (by default "monai.handlers.StatsHandler", with its own stdout
+    # handler, not propagating to the root), so the filter goes on that logger too; ignite's engine loggers propagate
+    # to the root's handlers. The logger is made with MONAI's own get_logger: a bare logging.getLogger would register
+    # the name, and MONAI would then skip adding its stdout handler, silencing the epoch metrics.
+    from monai.apps.utils import get_logger
+    from monai.handlers import StatsHandler
+
+    stats_logger = inspect.signature(StatsHandler).parameters["name"].default
+    targets: list[logging.Filterer] = [*logging.getLogger().handlers, get_logger(stats_logger)]
+    for target in targets:
+        if not any(isinstance(existing, _NoUserErrorLog) for existing in target.filters):
+            target.addFilter(_NoUserErrorLog())
 
 
 def install_error_report() -> None:
     """End the run with ``ERROR: <message>`` (one line on stderr, exit status 1) on an uncaught user-caused error.
 
-    Installs a ``sys.excepthook`` and a filter on the root logger's handlers that drops the tracebacks engines log
-    on the way up. Other exceptions keep Python's default report. ``MEMWARP_TRACEBACK=1`` shows the tracebacks too.
-    Idempotent.
+    Installs a ``sys.excepthook``, and a logging filter that drops the error records (with tracebacks) engines log
+    while the error passes through them. Other exceptions keep Python's default report. ``MEMWARP_TRACEBACK=1``
+    shows the tracebacks too. Idempotent.
     """
     _install_log_filter()
     if getattr(sys.excepthook, "_reports_user_errors", False):

@@ -24,6 +24,7 @@ from scripts.data import (
     reference_split,
     save_datalist,
 )
+from scripts.data.datalist import dataset_split
 from scripts.data.write_datalist import main as write_datalist_main
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,59 @@ def test_an_empty_reference_section_is_an_error_naming_the_directory(tmp_path):
         reference_split(tmp_path)
 
 
+def patients_of(records: list[dict]) -> list[str]:
+    return sorted({record["patient"] for record in records})
+
+
+def test_dataset_split_of_the_full_data_set_is_the_reference_split(acdc, split):
+    drawn = dataset_split(acdc)
+    assert drawn.sections == split
+    assert drawn.how["validation"] == "the 15 reference validation patients found"
+
+
+def test_a_small_data_set_validates_on_patients_drawn_from_it(tmp_path):
+    # the 6-subject phantom's patients: one per group outside the test set, the ACDC test numbering
+    numbers = {1: "DCM", 21: "HCM", 41: "MINF", 61: "NOR", 101: "DCM", 141: "RV"}
+    for number, group in numbers.items():
+        make_patient(tmp_path / f"patient{number:03d}", group)
+    drawn = dataset_split(tmp_path)
+    assert {section: patients_of(records) for section, records in drawn.sections.items()} == {
+        "training": ["patient001", "patient021", "patient041"],
+        "validation": ["patient061"],  # round(0.15 x 4) = 1; four groups of one: the highest number
+        "test": ["patient101", "patient141"],
+    }
+    assert drawn.how["validation"].endswith(
+        "drawn stratified by group (the reference validation patients 18-20, "
+        "38-40, 58-60, 78-80, 98-100 are not there with others to train on): "
+        "patient061 (NOR)"
+    )
+
+
+def test_the_drawn_validation_set_is_shared_among_groups_in_proportion(tmp_path):
+    # 40 patients outside the test set: 20 NOR, 12 DCM, 8 RV; round(0.15 x 40) = 6 validate, quotas 3, 1.8 and 1.2:
+    # 3 NOR, 2 DCM (largest remainder), 1 RV, each group's highest numbers
+    # (numbered outside the reference validation blocks, which would otherwise be the validation set)
+    groups = ["NOR"] * 20 + ["DCM"] * 12 + ["RV"] * 8
+    numbers = [number for number in range(1, 101) if (number - 1) % 20 < 17][: len(groups)]
+    for number, group in zip(numbers, groups):
+        make_patient(tmp_path / f"patient{number:03d}", group)
+    drawn = dataset_split(tmp_path)
+    assert patients_of(drawn.sections["validation"]) == [f"patient{n:03d}" for n in (21, 22, 23, 34, 35, 46)]
+    assert len(patients_of(drawn.sections["training"])) == 34 and drawn.sections["test"] == []
+    assert dataset_split(tmp_path).sections == drawn.sections  # the same folders always give the same split
+
+
+def test_a_data_set_of_test_patients_only_has_a_test_section(tmp_path):
+    make_acdc_tree(tmp_path, numbers=[101, 111])
+    drawn = dataset_split(tmp_path)
+    assert patients_of(drawn.sections["test"]) == ["patient101", "patient111"]
+    assert drawn.sections["training"] == drawn.sections["validation"] == []
+    assert drawn.how["training"] == (
+        "0 patient(s) outside the reference test set (101-150); training needs at least 2, one to train on and one to "
+        "validate"
+    )
+
+
 @pytest.mark.parametrize("layout", ["flat", "database", "single"])
 def test_patient_folders_are_found_in_each_layout(tmp_path, layout):
     parent = {"flat": tmp_path, "database": tmp_path / "database" / "training", "single": tmp_path}[layout]
@@ -196,7 +250,15 @@ def test_cli_runs_as_a_module(tmp_path):
     output = tmp_path / "datalist.json"
     command = [sys.executable, "-m", "scripts.data.write_datalist", "--dataset_dir", str(tmp_path / "db")]
     result = subprocess.run(
-        [*command, "--output", str(output)], cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=120
+        [*command, "--output", str(output)], cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert [len(v) for v in json.loads(output.read_text()).values()] == [2, 2, 2]
+
+
+def test_cli_writes_the_drawn_split_of_a_small_data_set(tmp_path, capsys):
+    make_acdc_tree(tmp_path / "db", numbers=[1, 21, 41, 101])
+    output = tmp_path / "datalist.json"
+    assert write_datalist_main(["--dataset_dir", str(tmp_path / "db"), "--output", str(output)]) == 0
+    assert "training 4, validation 2, test 2 directed pairs" in capsys.readouterr().out
+    assert patients_of(load_datalist(output, "validation")) == ["patient041"]

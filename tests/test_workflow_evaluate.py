@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from torch import nn
@@ -150,18 +151,18 @@ def test_segmentation_columns_are_blank_without_memory(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def evaluated(phantom_dataset: Path, phantom_datalist, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``run evaluating`` on the testing/ patients with an untrained tiny MemWarp saved as models/model.pt."""
+def evaluated(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``run evaluating`` with ``--dataset_dir`` a folder holding only the two test patients (testing/ of the phantom)
+    and ``--ckpt_path`` an untrained tiny MemWarp; the outputs go to ``--output_dir``."""
     run = tmp_path_factory.mktemp("evaluate_run")
-    datalist = phantom_datalist(run, training=[1])
     torch.manual_seed(0)
     (run / "models").mkdir()
     torch.save(bundle_network("memwarp", "tiny").state_dict(), run / "models" / "model.pt")
     configs = str([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", configs]
     command += ["--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
-    command += ["--bundle_root", str(BUNDLE_ROOT), "--dataset_dir", str(phantom_dataset), "--datalist", str(datalist)]
-    command += ["--ckpt_dir", str(run / "models"), "--output_dir", str(run / "eval")]
+    command += ["--bundle_root", str(BUNDLE_ROOT), "--dataset_dir", str(phantom_dataset / "testing")]
+    command += ["--ckpt_path", str(run / "models" / "model.pt"), "--output_dir", str(run / "eval")]
     command += ["--spatial_size", "[32, 32, 8]", "--network_preset", "tiny", "--num_workers", "0"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # shared cores: avoid oversubscribed OpenMP threads
     result = subprocess.run(command, cwd=run, env=environment, capture_output=True, text=True, timeout=600)
@@ -190,6 +191,38 @@ def test_evaluate_config_writes_summary_with_initial_row_and_protocol(evaluated:
         assert math.isfinite(row["all"]["hd95_mean"]["mean"])
         assert row["groups"]
     assert summary["run"]["network_preset"] == "tiny"
+    assert summary["run"]["checkpoint"] == str(evaluated.parent / "models" / "model.pt")
     assert "2-voxel border crop" in summary["protocol"]["jacobian"]
     assert "clip(J + 3, 1e-8, 1e8)" in summary["protocol"]["sdlogj_plus3"]
     assert not list(evaluated.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_evaluation_of_a_test_only_folder_records_the_pairs_it_used(evaluated: Path, phantom_dataset: Path) -> None:
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert summary["data"] == {
+        "datalist": None,
+        "dataset_dir": str(phantom_dataset / "testing"),
+        "section": "test",
+        "num_pairs": 4,
+    }
+    used = json.loads((evaluated / summary["files"]["datalist_used"]).read_text())
+    assert sorted((record["patient"], record["direction"]) for record in used["test"]) == [
+        (patient, direction) for patient in ("patient101", "patient111") for direction in ("ED_to_ES", "ES_to_ED")
+    ]
+    assert all(record["moving"].startswith(str(phantom_dataset / "testing")) for record in used["test"])
+
+
+def test_summary_names_the_datalist_and_not_the_dataset_folder_when_a_datalist_is_given(tmp_path: Path) -> None:
+    handler = RegistrationEvaluationHandler(tmp_path, dataset_dir="phantom_data", datalist=tmp_path / "pairs.json")
+    assert handler.data_source == {"datalist": str(tmp_path / "pairs.json"), "dataset_dir": None, "section": "test"}
+
+
+def test_evaluation_writes_to_its_own_folder_by_default() -> None:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    inference = ConfigParser()
+    inference.read_config(str(CONFIGS / "inference.json"))
+    assert parser.get_parsed_content("output_dir") == "./eval_results"
+    assert parser.get_parsed_content("output_dir") != inference.get_parsed_content("output_dir")
+    # by default evaluation scores the shipped weights, as inference does; --ckpt_path names a trained model.pt
+    assert parser.get_parsed_content("ckpt_path") == inference.get_parsed_content("ckpt_path") == "./models/model.pt"

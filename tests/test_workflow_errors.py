@@ -1,0 +1,129 @@
+"""Errors a user can cause in training and evaluation end the real command with one line naming the file.
+
+Each test runs ``python -m monai.bundle run training|evaluating`` in a subprocess, as a user would, and checks the exit
+status, the single ``ERROR:`` line on stderr and that no traceback was printed anywhere; plus the reporting pieces of
+:mod:`scripts.errors` in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from scripts.errors import InvalidInputError, MissingInputError, input_error_in, one_line
+from scripts.networks import bundle_network
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = BUNDLE_ROOT / "configs"
+TRAIN = [CONFIGS / "train.json"]
+EVALUATE = [CONFIGS / "train.json", CONFIGS / "evaluate.json"]
+TINY = {"spatial_size": [32, 32, 8], "network_preset": "tiny", "num_workers": 0, "epochs": 1}
+
+
+def run_bundle(run_id: str, config_files: list[Path], cwd: Path, **overrides: object) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run <run_id>`` with ``overrides`` as ``--key value``, one thread, in ``cwd``."""
+    config = str(config_files[0]) if len(config_files) == 1 else str([str(path) for path in config_files])
+    command = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config]
+    command += ["--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
+    overrides = {"bundle_root": str(BUNDLE_ROOT), **overrides}
+    for key, value in overrides.items():
+        command += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment.pop("MEMWARP_TRACEBACK", None)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one ``ERROR:`` line of a failed run; fails the test on a zero exit status or any traceback."""
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode != 0, output
+    assert "Traceback" not in result.stdout + result.stderr, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, output
+    assert result.stderr.rstrip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def test_training_on_a_missing_dataset_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "ACDC" / "database"
+    line = error_line(run_bundle("training", TRAIN, tmp_path, dataset_dir=str(missing), run_dir=str(tmp_path / "run")))
+    assert line == f"ERROR: {missing}: dataset directory not found"
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_on_an_empty_dataset_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    line = error_line(run_bundle("training", TRAIN, tmp_path, dataset_dir=str(tmp_path / "empty"), **TINY))
+    assert line.startswith(f"ERROR: {tmp_path / 'empty'}: no patient folders")
+
+
+def test_training_with_a_datalist_that_is_not_json(tmp_path: Path) -> None:
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text('{"training": [')
+    line = error_line(run_bundle("training", TRAIN, tmp_path, datalist=str(datalist), **TINY))
+    assert line.startswith(f"ERROR: {datalist}: not a JSON datalist")
+
+
+def test_training_refuses_to_overwrite_the_shipped_weights(tmp_path: Path) -> None:
+    # a copy of the bundle (the real one is never put at risk): shipped weights, large_files.yml, the code linked
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "models" / "model.pt").write_bytes(b"shipped weights")
+    shutil.copy(BUNDLE_ROOT / "large_files.yml", bundle)
+    (bundle / "scripts").symlink_to(BUNDLE_ROOT / "scripts")
+    result = run_bundle(
+        "training", TRAIN, bundle, bundle_root=str(bundle), ckpt_dir=str(bundle / "models"), dataset_dir=str(bundle)
+    )
+    line = error_line(result)
+    assert line.startswith(f"ERROR: {bundle / 'models' / 'model.pt'}: refusing to overwrite a file shipped with")
+    assert "--overwrite_shipped_weights true" in line
+    assert (bundle / "models" / "model.pt").read_bytes() == b"shipped weights"
+    assert sorted(path.name for path in (bundle / "models").iterdir()) == ["model.pt"]
+
+
+def test_evaluation_without_the_checkpoint(phantom_dataset: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "runs" / "memwarp" / "models" / "model.pt"
+    overrides = {"dataset_dir": str(phantom_dataset / "testing"), "ckpt_path": str(missing), "output_dir": "out"}
+    line = error_line(run_bundle("evaluating", EVALUATE, tmp_path, **overrides, **TINY))
+    assert line.startswith(f"ERROR: {missing}: checkpoint not found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_of_a_data_set_holding_a_file_that_is_not_an_image(phantom_dataset: Path, tmp_path: Path) -> None:
+    patient = tmp_path / "testing" / "patient101"
+    shutil.copytree(phantom_dataset / "testing" / "patient101", patient)
+    broken = patient / "patient101_frame01.nii.gz"
+    broken.write_bytes(b"")
+    torch.save(bundle_network("memwarp", "tiny").state_dict(), tmp_path / "model.pt")
+    # two loader processes: the error crosses torch's worker boundary, which wraps its message in a traceback
+    overrides = {"dataset_dir": str(tmp_path / "testing"), "ckpt_path": str(tmp_path / "model.pt"), "num_workers": 2}
+    line = error_line(run_bundle("evaluating", EVALUATE, tmp_path, **{**TINY, **overrides}))
+    assert line.startswith(f"ERROR: {broken}: ")
+    assert "install" not in line  # not MONAI's advice to install reader libraries
+
+
+def test_one_line_takes_the_message_out_of_a_data_loader_worker_report() -> None:
+    wrapped = InvalidInputError(
+        "Caught InvalidInputError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in load\nscripts.errors.InvalidInputError: /data/a.nii.gz: cannot be read\n'
+    )
+    assert one_line(wrapped) == "/data/a.nii.gz: cannot be read"
+    assert one_line(MissingInputError("/data/b.nii.gz: not found")) == "/data/b.nii.gz: not found"
+
+
+def test_input_error_in_finds_the_user_error_under_runtime_errors() -> None:
+    cause = MissingInputError("/data/x.nii.gz: not found")
+    try:
+        try:
+            raise cause
+        except MissingInputError as error:
+            raise RuntimeError("applying transform") from error
+    except RuntimeError as wrapped:
+        assert input_error_in(RuntimeError("Failed to instantiate").with_traceback(None)) is None
+        assert input_error_in(wrapped) is cause
