@@ -39,6 +39,7 @@ from typing import Any
 
 from scripts.atomic_files import write_text_atomically
 from scripts.errors import CheckpointError, InvalidInputError, MissingInputError
+from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 
 __all__ = [
     "CARD_SUFFIX",
@@ -177,8 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("weights", help="the state-dict file, e.g. models/model.pt")
     parser.add_argument("--architecture", default="memwarp")
     parser.add_argument("--network_preset", default="compact")
-    parser.add_argument("--spatial_size", type=int, nargs=3, default=[128, 128, 16], metavar=("H", "W", "D"))
-    parser.add_argument("--pixdim", type=float, nargs=3, default=[1.8, 1.8, 10.0], metavar=("X", "Y", "Z"))
+    parser.add_argument(
+        "--spatial_size", type=int, nargs=3, default=list(NETWORK_SPATIAL_SIZE), metavar=("H", "W", "D")
+    )
+    parser.add_argument("--pixdim", type=float, nargs=3, default=list(NETWORK_PIXDIM_MM), metavar=("X", "Y", "Z"))
     parser.add_argument("--bundle_root", default=".", help="for the version in configs/metadata.json")
     parser.add_argument("--epoch", type=int, default=None)
     parser.add_argument("--metric_name", default=None)

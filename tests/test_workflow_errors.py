@@ -87,24 +87,33 @@ def test_training_refuses_to_overwrite_the_shipped_weights(tmp_path: Path) -> No
     assert sorted(path.name for path in (bundle / "models").iterdir()) == ["model.pt"]
 
 
-def test_evaluation_without_the_checkpoint(phantom_dataset: Path, tmp_path: Path) -> None:
+def placeholder_test_patient(root: Path) -> Path:
+    """``root/testing/patient101`` in the ACDC layout with empty image and label files (listing a data set never
+    opens them)."""
+    patient = root / "testing" / "patient101"
+    patient.mkdir(parents=True)
+    (patient / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\nNbFrame: 30\n")
+    for name in ("frame01", "frame12", "frame01_gt", "frame12_gt"):
+        (patient / f"patient101_{name}.nii.gz").touch()
+    return patient
+
+
+def test_evaluation_without_the_checkpoint(tmp_path: Path) -> None:
+    placeholder_test_patient(tmp_path)
     missing = tmp_path / "runs" / "memwarp" / "models" / "model.pt"
-    overrides = {"dataset_dir": str(phantom_dataset / "testing"), "ckpt_path": str(missing), "output_dir": "out"}
+    overrides = {"dataset_dir": str(tmp_path / "testing"), "ckpt_path": str(missing), "output_dir": "out"}
     line = error_line(run_bundle("evaluating", EVALUATE, tmp_path, **overrides, **TINY))
     assert line.startswith(f"ERROR: {missing}: checkpoint not found")
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluation_of_a_data_set_holding_a_file_that_is_not_an_image(phantom_dataset: Path, tmp_path: Path) -> None:
-    patient = tmp_path / "testing" / "patient101"
-    shutil.copytree(phantom_dataset / "testing" / "patient101", patient)
-    broken = patient / "patient101_frame01.nii.gz"
-    broken.write_bytes(b"")
+def test_evaluation_of_a_data_set_holding_a_file_that_is_not_an_image(tmp_path: Path) -> None:
+    patient = placeholder_test_patient(tmp_path)
     torch.save(bundle_network("memwarp", "tiny").state_dict(), tmp_path / "model.pt")
     # two loader processes: the error crosses torch's worker boundary, which wraps its message in a traceback
     overrides = {"dataset_dir": str(tmp_path / "testing"), "ckpt_path": str(tmp_path / "model.pt"), "num_workers": 2}
     line = error_line(run_bundle("evaluating", EVALUATE, tmp_path, **{**TINY, **overrides}))
-    assert line.startswith(f"ERROR: {broken}: ")
+    assert line.startswith(f"ERROR: {patient / 'patient101_frame'}") and ".nii.gz: " in line
     assert "install" not in line  # not MONAI's advice to install reader libraries
 
 

@@ -59,8 +59,9 @@ def test_train_config_uses_the_zoo_references() -> None:
         "architecture": "@architecture",
         "preset": "@network_preset",
     }
-    # `run training` and plain `run` execute the same expressions
-    assert parser["run"] == "$@training" and parser["training"] == ["$@train#trainer.run()"]
+    # `run training` and plain `run` execute the same expressions: the shipped-weights guard, then the trainer
+    assert parser["run"] == "$@training" and parser["training"][-1] == "$@train#trainer.run()"
+    assert [step["_target_"] for step in parser["training"][:-1]] == ["scripts.engine.refuse_shipped_files"]
 
 
 def test_evaluate_overrides_define_the_evaluating_alias() -> None:
@@ -68,7 +69,7 @@ def test_evaluate_overrides_define_the_evaluating_alias() -> None:
     parser.read_config([str(path) for path in EVALUATE])
     assert parser["run"] == "$@evaluating" and parser["evaluating"] == ["$@evaluator.run()"]
     assert parser["dataset#transform"] == "@preprocessing" and parser["evaluator#val_handlers"] == "@handlers"
-    assert parser["training"] == ["$@train#trainer.run()"]  # training keys stay intact in the merged config
+    assert parser["training"][-1] == "$@train#trainer.run()"  # training keys stay intact in the merged config
 
 
 def test_unsupervised_variant_zeroes_the_mask_loss_weights() -> None:
