@@ -5,7 +5,9 @@ All of them (and ``compact_v0.3`` and ``compact_v0.2``, the compact presets of v
 on the machine being the same as the one in docs/README.md.
 
 ``python -m scripts.benchmark accuracy ...`` is the accuracy mode: the paper's Table 1 (plus end-point error on
-the phantom) from trained checkpoints, see :mod:`scripts.benchmark.accuracy`.
+the phantom) from trained checkpoints, see :mod:`scripts.benchmark.accuracy`. ``python -m scripts.benchmark cine ...``
+scores the cine workflow (volumes, EF, ES, strain, seconds per cine) against the phantom's truth, see
+:mod:`scripts.benchmark.cine`.
 
 ``python -m scripts.benchmark robustness ...`` perturbs the test split as a scanner or a patient would and scores
 networks and classical tools on it, see :mod:`scripts.benchmark.robustness`.
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.benchmark.accuracy import main as accuracy_main
 
         return accuracy_main(arguments[1:])
+    if arguments[:1] == ["cine"]:
+        from scripts.benchmark.cine import main as cine_main
+
+        return cine_main(arguments[1:])
     if arguments[:1] == ["robustness"]:
         from scripts.benchmark.robustness import main as robustness_main
 

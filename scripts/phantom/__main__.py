@@ -4,6 +4,7 @@ Examples::
 
     python -m scripts.phantom --output phantom_data                      # 150 subjects, seed 0
     python -m scripts.phantom --output /tmp/p --subjects 10 --seed 3 --workers 2
+    python -m scripts.phantom --output /tmp/p --subjects 10 --frames 30 --cine_truth    # + the truth of every frame
     python -m scripts.phantom --sample sample_data                       # regenerate sample_data/patient001
     python -m scripts.phantom --preview phantom_data/training/patient001 --png preview.png
 """
@@ -33,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--frames", type=int, default=None, help="force NbFrame (default: 12-20 per subject)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty output directory")
+    parser.add_argument(
+        "--cine_truth",
+        action="store_true",
+        help="also write the truth of every frame (labels, ED -> frame fields, true function.json; about 1 MB per "
+        "frame) for python -m scripts.benchmark cine; the other files are unchanged",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--png", default="phantom_preview.png", help="output image of --preview")
     parser.add_argument("--slice", type=int, default=None, help="0-based slice of --preview (default: mid LV)")
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 overwrite=args.overwrite,
                 options=GenerationOptions(n_frames=args.frames),
                 progress=not args.no_progress,
+                cine_truth=args.cine_truth,
             )
             print(f"wrote {len(summaries)} subjects to {args.output} in {time.perf_counter() - start:.1f} s")
     except (FileExistsError, ValueError) as error:

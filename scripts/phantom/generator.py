@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -21,6 +22,9 @@ from .motion import breathing_cycle, cardiac_cycle
 from .parameters import GenerationOptions, SubjectParameters, draw_subject
 from .render import SubjectRenderer, displacement_field
 from .subjects import SubjectSlot, acdc_group, select_subjects
+
+if TYPE_CHECKING:
+    from .cine_truth import CineTruth
 
 DEFAULT_SEED = 0
 GENERATOR_VERSION = "1.0"
@@ -41,6 +45,7 @@ class PhantomSubject:
         ddf_ed_to_es: (X, Y, Z, 3) float32 world RAS mm on the ES grid: ES point x <-> ED point x + d(x).
         ddf_es_to_ed: (X, Y, Z, 3) float32 world RAS mm on the ED grid: ED point y <-> ES point y + d(y).
         contraction: (NbFrame,) contraction level of each frame (0 ED .. 1 ES).
+        cine_truth: labels, fields and strain of every frame (:mod:`scripts.phantom.cine_truth`), or None.
     """
 
     params: SubjectParameters
@@ -50,6 +55,7 @@ class PhantomSubject:
     ddf_ed_to_es: np.ndarray
     ddf_es_to_ed: np.ndarray
     contraction: np.ndarray
+    cine_truth: "CineTruth | None" = None
 
     @property
     def affine(self) -> np.ndarray:
@@ -80,7 +86,11 @@ def subject_parameters(
 
 
 def generate_subject(
-    patient_id: int, seed: int = DEFAULT_SEED, group: str | None = None, options: GenerationOptions | None = None
+    patient_id: int,
+    seed: int = DEFAULT_SEED,
+    group: str | None = None,
+    options: GenerationOptions | None = None,
+    cine_truth: bool = False,
 ) -> PhantomSubject:
     """Generate one subject: cine, ED/ES labels and both true displacement fields.
 
@@ -89,6 +99,8 @@ def generate_subject(
         seed: data set seed; the same (seed, patient_id, options) always gives identical arrays.
         group: force a disease group ("NOR", "MINF", "DCM", "HCM", "RV").
         options: overrides (frame count, matrix cap, in-plane rotation, partial-volume samples).
+        cine_truth: also keep the truth of every frame (:mod:`scripts.phantom.cine_truth`); the other arrays are
+            the same either way.
     """
     options = options or GenerationOptions()
     params = subject_parameters(patient_id, seed, group, options)
@@ -99,11 +111,18 @@ def generate_subject(
     cine = np.empty(params.acquisition.shape + (params.n_frames,), np.int16)
     grid = renderer.world[renderer.centre_index]
     results = {}
+    recorder = None
+    if cine_truth:
+        from .cine_truth import CineTruthRecorder  # imports the cine package: only when asked for
+
+        recorder = CineTruthRecorder(renderer.model, params.acquisition.affine, grid, params.acquisition.shape)
     for index in range(params.n_frames):
         frame = renderer.frame_state(contraction[index], breathing[index])
         key_frame = index + 1 in (1, params.es_frame)
-        rendered = renderer.render_frame(frame, with_labels=key_frame)
+        rendered = renderer.render_frame(frame, with_labels=key_frame or recorder is not None)
         cine[..., index] = renderer.noisy_image(rendered["signal"], noise_rng)
+        if recorder is not None:
+            recorder.add(frame, rendered)
         if key_frame:
             results[index + 1] = (frame, rendered)
     es_state, es = results[params.es_frame]
@@ -116,15 +135,20 @@ def generate_subject(
         ddf_ed_to_es=displacement_field(es["backward"], grid, shape),
         ddf_es_to_ed=displacement_field(renderer.forward_field(es_state), grid, shape),
         contraction=contraction,
+        cine_truth=None if recorder is None else recorder.finish(),
     )
 
 
-def _generate_and_write(task: tuple[SubjectSlot, int, Path, GenerationOptions, bool]) -> dict:
+def _generate_and_write(task: tuple[SubjectSlot, int, Path, GenerationOptions, bool, bool]) -> dict:
     """Worker: generate one subject and write it; returns a small summary (no arrays cross processes)."""
-    slot, seed, root, options, write_cine = task
+    slot, seed, root, options, write_cine, cine_truth = task
     start = time.perf_counter()
-    subject = generate_subject(slot.patient_id, seed, slot.group, options)
+    subject = generate_subject(slot.patient_id, seed, slot.group, options, cine_truth=cine_truth)
     write_subject(subject, root / slot.split / slot.name, write_cine=write_cine)
+    if cine_truth:
+        from .cine_truth import write_cine_truth
+
+        write_cine_truth(subject, root / slot.split / slot.name)
     return {
         "patient": slot.name,
         "group": slot.group,
@@ -160,6 +184,7 @@ def generate_dataset(
     overwrite: bool = False,
     options: GenerationOptions | None = None,
     progress: bool = True,
+    cine_truth: bool = False,
 ) -> list[dict]:
     """Write an ACDC-layout phantom data set to ``output`` (``training/`` and ``testing/`` patient folders).
 
@@ -171,6 +196,8 @@ def generate_dataset(
         overwrite: allow a non-empty ``output``.
         options: generation overrides (e.g. fewer frames for quick tests).
         progress: show a tqdm progress bar.
+        cine_truth: also write the truth of every frame (:mod:`scripts.phantom.cine_truth`); the other files are
+            byte-identical either way.
 
     Returns:
         One summary dict per patient (name, group, split, seconds, calibrated targets); also written
@@ -180,7 +207,7 @@ def generate_dataset(
     _prepare_output(root, overwrite)
     options = options or GenerationOptions()
     slots = select_subjects(n_subjects)
-    tasks = [(slot, seed, root, options, True) for slot in slots]
+    tasks = [(slot, seed, root, options, True, cine_truth) for slot in slots]
     summaries = []
     bar = tqdm(total=len(tasks), desc="phantom subjects", unit="subject", disable=not progress)
     if workers <= 1:
@@ -202,6 +229,7 @@ def generate_dataset(
         "seed": seed,
         "n_subjects": n_subjects,
         "options": {name: getattr(options, name) for name in options.__dataclass_fields__},
+        **({"cine_truth": True} if cine_truth else {}),
         "subjects": summaries,
     }
     write_text_atomically(root / MANIFEST_NAME, json.dumps(manifest, indent=4))

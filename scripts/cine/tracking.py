@@ -1,0 +1,140 @@
+"""Tracking: the displacement from ED to every frame of a cine, with the registration network, frames batched.
+
+All fields here live on the network grid (H, W, D), in voxels of that grid, in the bundle's convention
+(:mod:`scripts.warping`): the field of frame t has moving = ED and fixed = frame t, so the point x of frame t is
+the point x + d_t(x) of ED, and ``warp(ED image, d_t)`` resembles frame t. The ED frame's own field is zero.
+
+Three ways to get ``d_t`` (``mode``), each with about one network call per frame except ``blend`` (two):
+
+- ``"direct"``: register ED to frame t for every t (independent pairs; errors do not accumulate, but the
+  network must bridge the whole motion up to end-systole);
+- ``"sequential"``: register each frame to the next, going round the cycle from ED, and compose:
+  ``d_t(x) = e_t(x) + d_{t-1}(x + e_t(x))`` with ``e_t`` the field of the pair (frame t-1 -> frame t), as
+  frame-to-frame trackers do (small motions per pair, but errors add up along the cycle);
+- ``"blend"``: both, mixed at every step, ``d_t = w * direct_t + (1 - w) * compose(e_t, d_{t-1})``, so the
+  composition is pulled back toward the direct field at each frame (drift cannot build up; ``w`` =
+  ``blend_weight``). In the spirit of ukbb_cardiac's combination of forward and backward composition, not a copy.
+
+Which one is better on the phantom is measured by ``python -m scripts.benchmark cine --tracking ...`` (see
+docs/README.md, "Cine function").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from scripts.warping import warp_image
+
+__all__ = ["TRACKING_MODES", "compose_fields", "cycle_order", "register_pairs", "segment_frame", "track_cine"]
+
+TRACKING_MODES = ("direct", "sequential", "blend")
+
+
+def cycle_order(n_frames: int, ed_index: int) -> list[int]:
+    """Frame indices going round the cycle from ED: ``ed, ed + 1, ..., T - 1, 0, ..., ed - 1``."""
+    return [(ed_index + step) % n_frames for step in range(n_frames)]
+
+
+@torch.inference_mode()
+def register_pairs(network: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+    """Register pairs in batches: ``network(moving, fixed)["ddf"]``.
+
+    Args:
+        network: the bundle's ``network_def`` (called as ``network(moving, fixed)``), in eval mode.
+        moving, fixed: (N, 1, H, W, D) images in [0, 1] on the network's device (``moving`` may be expanded).
+        batch_size: pairs per network call.
+
+    Returns:
+        (N, 3, H, W, D) fields in voxels, fixed -> moving.
+    """
+    fields = []
+    for start in range(0, moving.shape[0], max(1, int(batch_size))):
+        stop = start + max(1, int(batch_size))
+        fields.append(network(moving[start:stop].contiguous(), fixed[start:stop].contiguous())["ddf"].float())
+    return torch.cat(fields)
+
+
+@torch.inference_mode()
+def segment_frame(network: nn.Module, frame: torch.Tensor) -> torch.Tensor:
+    """The anatomical memory's segmentation of one frame (registered to itself; the field is not used).
+
+    Args:
+        frame: (1, 1, H, W, D) image in [0, 1].
+
+    Returns:
+        (1, H, W, D) labels 0-3 (float), the argmax of the level-0 logits of the fixed image.
+
+    Raises:
+        ValueError: the network has no anatomical memory.
+    """
+    logits = network(frame, frame).get("anatomical_logits") or []
+    if not len(logits):
+        raise ValueError("this network has no anatomical memory to segment the ED frame: give an ED label map")
+    return torch.argmax(logits[0][0], dim=0, keepdim=True).float()
+
+
+def compose_fields(step: torch.Tensor, accumulated: torch.Tensor) -> torch.Tensor:
+    """The field of following ``step`` then ``accumulated``: ``step(x) + accumulated(x + step(x))``.
+
+    Args:
+        step: (B, 3, H, W, D) field of frame t into frame t-1 (voxels).
+        accumulated: (B, 3, H, W, D) field of frame t-1 into ED (voxels).
+
+    Returns:
+        (B, 3, H, W, D) field of frame t into ED; where ``x + step(x)`` leaves the grid the accumulated part is 0.
+    """
+    return step + warp_image(accumulated, step)
+
+
+@torch.inference_mode()
+def track_cine(
+    network: nn.Module,
+    frames: torch.Tensor,
+    ed_index: int,
+    mode: str = "direct",
+    batch_size: int = 4,
+    blend_weight: float = 0.5,
+    field_provider=None,
+) -> torch.Tensor:
+    """ED -> frame fields of every frame on the network grid.
+
+    Args:
+        network: the registration network (eval mode), or None with ``field_provider``.
+        frames: (T, 1, H, W, D) network-grid frames in [0, 1], on the network's device.
+        ed_index: 0-based ED frame.
+        mode: one of :data:`TRACKING_MODES` (see the module docstring).
+        batch_size: pairs per network call.
+        blend_weight: ``w`` of ``"blend"``: the weight of the direct field at each step.
+        field_provider: optional ``(moving_indices, fixed_indices) -> (N, 3, H, W, D)`` used instead of the network
+            (tests, and the benchmark's true-motion reference).
+
+    Returns:
+        (T, 3, H, W, D) fields in voxels; the ED frame's is zero.
+    """
+    if mode not in TRACKING_MODES:
+        raise ValueError(f"tracking mode {mode!r}: expected one of {list(TRACKING_MODES)}")
+    n_frames = frames.shape[0]
+    order = cycle_order(n_frames, ed_index)
+
+    def register(moving_indices: Sequence[int], fixed_indices: Sequence[int]) -> torch.Tensor:
+        if field_provider is not None:
+            return field_provider(list(moving_indices), list(fixed_indices))
+        return register_pairs(network, frames[list(moving_indices)], frames[list(fixed_indices)], batch_size)
+
+    fields = torch.zeros(n_frames, 3, *frames.shape[2:], dtype=torch.float32, device=frames.device)
+    direct = None
+    if mode in ("direct", "blend"):
+        direct = register([ed_index] * (n_frames - 1), order[1:])
+        if mode == "direct":
+            fields[order[1:]] = direct
+            return fields
+    steps = register(order[:-1], order[1:])
+    for position in range(1, n_frames):
+        composed = compose_fields(steps[position - 1 : position], fields[order[position - 1]][None])[0]
+        if direct is not None:
+            composed = blend_weight * direct[position - 1] + (1.0 - blend_weight) * composed
+        fields[order[position]] = composed
+    return fields

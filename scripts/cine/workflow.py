@@ -1,0 +1,258 @@
+"""The cine workflow of ``configs/cine.json``: every cine of the run, from the files to the written folder.
+
+Per cine: read (:mod:`.inputs`) -> all frames on the network grid (:mod:`.frames`) -> ED -> frame fields
+(:mod:`.tracking`) -> back to the cine's grid in world mm (:mod:`.frames`) -> ED labels carried to every frame,
+volumes, strain, function (:mod:`.measurements`) -> one folder (:mod:`.outputs`). Before anything is computed, every
+cine's headers, the output folders and the weights are checked, so a bad input ends the run with one line naming
+the file and nothing written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from scripts.cine.frames import CINE_KEY, cine_preprocessing, network_fields_to_world, to_cine_grid
+from scripts.cine.inputs import CineCase, LoadedCine, check_cine_case, read_cine
+from scripts.cine.measurements import CineMeasurements, measure_cine
+from scripts.cine.outputs import summary_row, write_cine_folder, write_summary_csv
+from scripts.cine.strain import LV_MYOCARDIUM
+from scripts.cine.tracking import TRACKING_MODES, segment_frame, track_cine
+from scripts.data import InvalidInputError
+from scripts.geometry import DISPLACEMENT_CONVENTION
+from scripts.inference import load_network_weights
+
+__all__ = ["CineAnalysis", "CineWorkflow", "analyse_cine", "check_output_folders"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CineAnalysis:
+    """Everything computed for one cine, before writing.
+
+    Attributes:
+        loaded: the cine as read.
+        ed_labels: (X, Y, Z) uint8 ED labels used (the given map, or the memory's segmentation).
+        ed_labels_source: ``"file"`` or ``"memory segmentation"``.
+        fields_mm: (T, 3, X, Y, Z) ED -> frame fields in world RAS mm on the cine's grid.
+        measurements: labels of every frame, volumes, strain and function.
+        seconds: time per stage.
+    """
+
+    loaded: LoadedCine
+    ed_labels: np.ndarray
+    ed_labels_source: str
+    fields_mm: torch.Tensor
+    measurements: CineMeasurements
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def analyse_cine(
+    case: CineCase,
+    network: nn.Module,
+    device: str | torch.device = "cpu",
+    tracking: str = "direct",
+    batch_size: int = 4,
+    blend_weight: float = 0.5,
+    spatial_size: Sequence[int] = (128, 128, 16),
+    pixdim: Sequence[float] = (1.8, 1.8, 10.0),
+) -> CineAnalysis:
+    """Track one (checked) cine with ``network`` (weights loaded, eval mode) and measure it; writes nothing."""
+    seconds: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        seconds[stage] = now - mark
+        mark = now
+
+    loaded = read_cine(case)
+    lap("read")
+    preprocessing = cine_preprocessing(spatial_size, pixdim)
+    network_cine = preprocessing({CINE_KEY: loaded.image})[CINE_KEY]
+    frames = network_cine.as_tensor()[:, None].to(device)
+    lap("preprocess")
+    fields = track_cine(network, frames, loaded.ed_index, tracking, batch_size, blend_weight)
+    source = "file"
+    ed_labels = loaded.ed_labels
+    if ed_labels is None:
+        source = "memory segmentation"
+        segmentation = segment_frame(network, frames[loaded.ed_index : loaded.ed_index + 1])
+        ed_labels = to_cine_grid(segmentation, network_cine, preprocessing, nearest=True)[0].round().numpy()
+        ed_labels = ed_labels.astype(np.uint8)
+        if not np.any(ed_labels == LV_MYOCARDIUM):
+            raise InvalidInputError(
+                f"{case.cine}: the anatomical memory found no LV myocardium in ED frame {case.ed_frame}; give the ED "
+                "label map (--ed_label)"
+            )
+    lap("network")
+    fields_mm = network_fields_to_world(fields.cpu(), network_cine, preprocessing)
+    lap("to_cine_grid")
+    measurements = measure_cine(ed_labels, fields_mm, loaded.affine, loaded.ed_index, case.es_frame_info)
+    lap("measure")
+    return CineAnalysis(loaded, ed_labels, source, fields_mm, measurements, seconds)
+
+
+def check_output_folders(cases: Sequence[CineCase], output_dir: str, protected: Sequence[str] = ()) -> None:
+    """Refuse names used twice, and output folders that would replace or hold an input (or ``protected``) file.
+
+    Raises:
+        InvalidInputError: naming the folder and the file.
+    """
+    output = Path(output_dir).expanduser().absolute()
+    if output.exists() and not output.is_dir():
+        raise InvalidInputError(f"{output}: output_dir exists and is not a folder")
+    names = [case.name for case in cases]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidInputError(f"{output}: two cines would write the same folder {repeated}; rename one of the files")
+    inputs = [Path(p).expanduser().absolute() for case in cases for p in case.inputs]
+    inputs += [Path(p).expanduser().absolute() for p in protected if p]
+    for name in names:
+        folder = output / name
+        for path in inputs:
+            if path == folder or folder in path.parents:
+                raise InvalidInputError(
+                    f"{folder}: the output folder would replace the input {path}; choose another --output_dir"
+                )
+
+
+class CineWorkflow:
+    """Run the cine workflow on every case (see the module docstring).
+
+    Args:
+        cases: the cines (:func:`scripts.cine.inputs.cine_cases`).
+        network: the bundle's ``network_def`` on ``device``.
+        ckpt_path: its weights.
+        output_dir: one folder per cine is written under it, and ``cine_summary.csv``.
+        device: where the network runs.
+        tracking: ``"direct"``, ``"sequential"`` or ``"blend"`` (:mod:`scripts.cine.tracking`).
+        batch_size: pairs per network call.
+        blend_weight: the direct field's weight of ``"blend"``.
+        spatial_size, pixdim: the network grid (as the weights were trained).
+        save_fields: write the ED -> frame displacement fields (one file per frame).
+        save_figure: write ``function.png``.
+        network_description: what goes into ``function.json`` about the network (architecture, preset...).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CineCase],
+        network: nn.Module,
+        ckpt_path: str,
+        output_dir: str,
+        device: str | torch.device = "cpu",
+        tracking: str = "direct",
+        batch_size: int = 4,
+        blend_weight: float = 0.5,
+        spatial_size: Sequence[int] = (128, 128, 16),
+        pixdim: Sequence[float] = (1.8, 1.8, 10.0),
+        save_fields: bool = True,
+        save_figure: bool = True,
+        network_description: Mapping[str, Any] | None = None,
+    ) -> None:
+        if tracking not in TRACKING_MODES:
+            raise InvalidInputError(f"tracking {tracking!r}: expected one of {list(TRACKING_MODES)}")
+        if not 0.0 <= float(blend_weight) <= 1.0:
+            raise InvalidInputError(f"blend_weight {blend_weight}: expected a number between 0 and 1")
+        self.cases, self.network, self.ckpt_path = list(cases), network, ckpt_path
+        self.output_dir, self.device = output_dir, device
+        self.tracking, self.batch_size, self.blend_weight = tracking, int(batch_size), float(blend_weight)
+        self.spatial_size, self.pixdim = tuple(spatial_size), tuple(pixdim)
+        self.save_fields, self.save_figure = save_fields, save_figure
+        self.network_description = dict(network_description or {})
+
+    def run(self) -> list[Path]:
+        """Check everything, then analyse and write every cine; returns the written folders."""
+        for case in self.cases:
+            check_cine_case(case)
+        check_output_folders(self.cases, self.output_dir, [self.ckpt_path])
+        checkpoint = load_network_weights(
+            self.network,
+            self.ckpt_path,
+            self.device,
+            architecture=self.network_description.get("architecture"),
+            network_preset=self.network_description.get("preset"),
+        )
+        self.network.eval()
+        logger.info(f"cine workflow: {len(self.cases)} cine(s), weights {checkpoint.path}, tracking {self.tracking}")
+        folders, rows = [], []
+        for case in self.cases:
+            started = time.perf_counter()
+            analysis = analyse_cine(
+                case,
+                self.network,
+                self.device,
+                self.tracking,
+                self.batch_size,
+                self.blend_weight,
+                self.spatial_size,
+                self.pixdim,
+            )
+            function = self._function_record(analysis, checkpoint)
+            write_started = time.perf_counter()
+            folder = write_cine_folder(
+                self.output_dir,
+                case.name,
+                case.cine,
+                analysis.measurements.labels,
+                function,
+                analysis.fields_mm if self.save_fields else None,
+                self.save_figure,
+            )
+            analysis.seconds["write"] = time.perf_counter() - write_started
+            total = time.perf_counter() - started
+            folders.append(folder)
+            rows.append(summary_row(case.name, analysis.measurements.function, total))
+            summary = analysis.measurements.function
+            logger.info(
+                f"{case.name}: {analysis.loaded.n_frames} frames in {total:.1f} s "
+                f"({', '.join(f'{k} {v:.2f}' for k, v in analysis.seconds.items())}); LV EF "
+                f"{summary['lv']['ef_percent']} %, RV EF {summary['rv']['ef_percent']} %, ES frame "
+                f"{summary['es_frame']}; wrote {folder}"
+            )
+        summary_csv = write_summary_csv(self.output_dir, rows)
+        logger.info(f"wrote {len(folders)} cine folder(s) and {summary_csv}")
+        return folders
+
+    def _function_record(self, analysis: CineAnalysis, checkpoint) -> dict[str, Any]:
+        case = analysis.loaded.case
+        return {
+            "cine": case.cine,
+            **analysis.measurements.function,
+            "inputs": {
+                "cine": case.cine,
+                "ed_frame": case.ed_frame,
+                "ed_labels": case.ed_label or analysis.ed_labels_source,
+                "info_cfg": case.info_cfg,
+            },
+            "tracking": {
+                "mode": self.tracking,
+                "blend_weight": self.blend_weight if self.tracking == "blend" else None,
+                "batch_size": self.batch_size,
+            },
+            "checkpoint": {"path": checkpoint.path, "sha256": checkpoint.sha256},
+            "network": {
+                **self.network_description,
+                "spatial_size": list(self.spatial_size),
+                "pixdim_mm": list(self.pixdim),
+            },
+            "conventions": {
+                "frames": "1-based frame numbers, as in ACDC's Info.cfg",
+                "displacements": "displacements/ED_to_frameFF_mm.nii.gz: moving = ED, fixed = frame FF; "
+                + DISPLACEMENT_CONVENTION,
+                "volumes": "sum of the propagated label probabilities (partial volume) x voxel volume",
+                "lv_mass": "LV myocardium volume at ED x 1.05 g/ml",
+            },
+            "seconds": {k: round(v, 3) for k, v in analysis.seconds.items()},
+        }
