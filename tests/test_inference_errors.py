@@ -15,10 +15,9 @@ import pytest
 import test_inference_support as support
 import torch
 from monai.bundle import ConfigWorkflow
-from test_inference_support import BUNDLE_ROOT, blob_image, files_under, run_bundle, save_nifti, scanner_affine
-
-from scripts.inference import input_error_in
+from scripts.errors import input_error_in
 from scripts.networks import bundle_network
+from test_inference_support import BUNDLE_ROOT, blob_image, files_under, run_bundle, save_nifti, scanner_affine
 
 compact_checkpoint = support.compact_checkpoint
 SHAPE = (64, 72, 8)
@@ -181,3 +180,39 @@ def test_command_line_refuses_to_write_into_the_dataset(tmp_path: Path, compact_
     assert result.stderr.strip().splitlines()[-1].startswith(f"ERROR: {patient}: refusing"), result.stderr[-2000:]
     assert files_under(dataset) == before
     assert nib.load(str(before[1])).shape  # the inputs are intact
+
+
+def test_command_line_reports_an_empty_file_in_one_line(tmp_path: Path, pair: dict, compact_checkpoint: Path) -> None:
+    empty = tmp_path / "inputs" / "empty.nii.gz"
+    empty.write_bytes(b"")
+    output = tmp_path / "out"
+    result = run_bundle(
+        "--moving", str(empty), "--fixed", str(pair["fixed"]), "--ckpt_path", str(compact_checkpoint),
+        "--output_dir", str(output),
+    )  # fmt: skip
+    assert result.returncode != 0
+    reported = [line for line in result.stderr.splitlines() if not line.startswith(("20", "> ", "parsing config"))]
+    reported = [line for line in reported if line.strip() and "grid_sample" not in line]
+    assert reported == [f"ERROR: {empty}: empty file (0 bytes), not a NIfTI image (record key 'moving')"], result.stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("content", [b"this is text, not a NIfTI image", b"\x1f\x8b\x08\x00" + b"\x00" * 20])
+def test_a_non_nifti_file_is_refused_in_one_line(
+    tmp_path: Path, pair: dict, compact_checkpoint: Path, content: bytes
+) -> None:
+    bad = tmp_path / "inputs" / "bad.nii.gz"
+    bad.write_bytes(content)
+    message = assert_refused(bad, tmp_path / "out", moving=bad, fixed=pair["fixed"], ckpt_path=compact_checkpoint)
+    assert message.startswith(f"{bad}: cannot be read as a NIfTI image (") and "\n" not in message
+
+
+def test_a_truncated_image_is_refused_in_one_line_when_read(
+    tmp_path: Path, pair: dict, compact_checkpoint: Path
+) -> None:
+    truncated = tmp_path / "inputs" / "truncated.nii.gz"
+    truncated.write_bytes(pair["moving"].read_bytes()[:2000])  # the header is intact, the voxels are cut off
+    message = assert_refused(
+        truncated, tmp_path / "out", moving=truncated, fixed=pair["fixed"], ckpt_path=compact_checkpoint
+    )
+    assert "cannot be read" in message and "\n" not in message and "install the reader" not in message

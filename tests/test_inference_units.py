@@ -9,23 +9,23 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from test_inference_support import rotation, save_nifti
-
 from scripts.data import InvalidInputError
+from scripts.errors import CheckpointError, MissingCheckpointError, OutputCollisionError, input_error_in
 from scripts.geometry import NiftiGeometry
 from scripts.inference import (
-    CheckpointError,
-    MissingCheckpointError,
-    OutputCollisionError,
+    InferencePreprocessing,
     check_output_dir,
     inference_pairs,
-    input_error_in,
     load_network_weights,
     pair_name,
+    read_nifti_header,
     resample_through_displacement,
+    single_pair_collate,
+    single_pair_record,
     world_overlap,
 )
 from scripts.inference.nifti_io import save_volume
+from test_inference_support import rotation, save_nifti
 
 AFFINE = np.eye(4)
 AFFINE[:3, :3] = rotation(2, 30.0) @ np.diag([1.8, 1.8, 10.0])
@@ -153,3 +153,98 @@ def test_outputs_copy_the_reference_geometry_but_not_its_integer_type(tmp_path: 
     np.testing.assert_allclose(image.affine, AFFINE, atol=1e-5)
     assert image.get_data_dtype() == np.float32 and float(image.get_fdata().max()) == 0.25
     assert int(image.header["sform_code"]) == 1 and int(image.header["qform_code"]) == 1
+
+
+def test_single_pair_options_make_one_record_named_after_the_files(tmp_path: Path) -> None:
+    records = inference_pairs(
+        dataset_dir=tmp_path / "ignored", moving="/d/ed.nii.gz", fixed="/d/es.nii.gz", fixed_label="/d/es_gt.nii.gz"
+    )
+    assert records == [
+        {"moving": "/d/ed.nii.gz", "fixed": "/d/es.nii.gz", "fixed_label": "/d/es_gt.nii.gz", "pair_name": "ed_to_es"}
+    ]
+    with pytest.raises(InvalidInputError, match="--moving /d/ed.nii.gz: a single pair needs both"):
+        single_pair_record("/d/ed.nii.gz", "")
+    with pytest.raises(InvalidInputError, match="missing --moving"):
+        single_pair_record("", "", moving_label="/d/ed_gt.nii.gz")
+    assert single_pair_record("", "") is None
+
+
+def test_header_check_refuses_empty_and_non_nifti_files_in_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match=r"empty.nii.gz: empty file \(0 bytes\)"):
+        read_nifti_header(empty, "moving")
+    for name, content in (("text.nii.gz", b"not an image at all"), ("text.nii", b"x" * 400)):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InvalidInputError, match=f"{name}: cannot be read as a NIfTI image") as caught:
+            read_nifti_header(tmp_path / name, "fixed")
+        assert "\n" not in str(caught.value)
+
+
+def sample_record(tmp_path: Path, with_labels: bool) -> dict:
+    affine = AFFINE.copy()
+    rng = np.random.default_rng(0)
+    record = {
+        "moving": str(save_nifti(rng.random((40, 36, 6)) * 300, affine, tmp_path / "moving.nii.gz", np.int16)),
+        "fixed": str(save_nifti(rng.random((40, 36, 6)) * 300, affine, tmp_path / "fixed.nii.gz", np.int16)),
+        "pair_name": "moving_to_fixed",
+    }
+    if with_labels:
+        labels = np.zeros((40, 36, 6), np.uint8)
+        labels[10:20, 10:20, 1:5] = 2
+        for key in ("moving_label", "fixed_label"):
+            record[key] = str(save_nifti(labels, affine, tmp_path / f"{key}.nii.gz", np.uint8))
+    return record
+
+
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_each_file_is_read_once_and_the_network_sees_the_bundle_preprocessing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_labels: bool
+) -> None:
+    from monai.data import NibabelReader
+    from scripts.data import registration_preprocessing
+
+    record = sample_record(tmp_path, with_labels)
+    reads: list[str] = []
+    original_read = NibabelReader.read
+
+    def counting_read(self, data, **kwargs):
+        reads.extend(str(path) for path in (data if isinstance(data, (tuple, list)) else [data]))
+        return original_read(self, data, **kwargs)
+
+    monkeypatch.setattr(NibabelReader, "read", counting_read)
+    sample = InferencePreprocessing()(record)
+    assert sorted(reads) == sorted(value for key, value in record.items() if key != "pair_name")
+    assert sample["pair"] == record
+    monkeypatch.setattr(NibabelReader, "read", original_read)
+    reference = registration_preprocessing(with_labels=with_labels)(dict(record))
+    for key in ("moving", "fixed") + (("moving_label", "fixed_label") if with_labels else ()):
+        assert sample[key].shape == (1, 128, 128, 16)
+        assert sample[key].as_tensor().numpy().tobytes() == reference[key].as_tensor().numpy().tobytes(), key
+        np.testing.assert_array_equal(sample[key].affine.numpy(), reference[key].affine.numpy())
+    assert ("moving_label" in sample) == with_labels
+    original = sample["fixed_original"]
+    assert original.shape == (40, 36, 6)
+    np.testing.assert_array_equal(original.numpy(), nib.load(record["fixed"]).get_fdata().astype(np.float32))
+    np.testing.assert_array_equal(original.affine.numpy(), nib.load(record["fixed"]).affine)
+
+
+def test_a_batch_is_one_pair() -> None:
+    assert single_pair_collate([{"pair": {"pair_name": "a"}}]) == {"pair": {"pair_name": "a"}}
+    with pytest.raises(ValueError, match="one pair per iteration"):
+        single_pair_collate([{}, {}])
+
+
+def test_the_documented_datalist_example_is_read_as_documented(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "README.md").read_text(encoding="utf-8")
+    section = docs[docs.index("**Registering your own images.**") :]
+    example = section[section.index("```json") + len("```json") : section.index("```", section.index("```json") + 7)]
+    listing = tmp_path / "lists" / "pairs.json"
+    listing.parent.mkdir()
+    listing.write_text(example)
+    records = inference_pairs(datalist=listing)
+    assert records[0]["moving"] == str(tmp_path / "lists" / "patient042" / "patient042_frame01.nii.gz")
+    assert set(records[0]) == {"moving", "fixed", "moving_label", "fixed_label", "pair_name"}
+    assert records[0]["pair_name"] == "patient042_frame01_to_patient042_frame12"
+    assert (records[1]["moving_frame"], records[1]["fixed_frame"]) == (0, 11)
+    assert records[1]["pair_name"] == "scan7_ED_to_ES"

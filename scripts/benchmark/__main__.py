@@ -11,6 +11,9 @@ scores the cine workflow (volumes, EF, ES, strain, seconds per cine) against the
 
 ``python -m scripts.benchmark robustness ...`` perturbs the test split as a scanner or a patient would and scores
 networks and classical tools on it, see :mod:`scripts.benchmark.robustness`.
+
+``python -m scripts.benchmark throughput ...`` runs the inference workflow on 100 phantom pairs in one run and
+compares its whole-run time per pair with the network's forward time, see :mod:`scripts.benchmark.throughput`.
 """
 
 from __future__ import annotations
@@ -117,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.benchmark.robustness import main as robustness_main
 
         return robustness_main(arguments[1:])
+    if arguments[:1] == ["throughput"]:
+        from scripts.benchmark.throughput import main as throughput_main
+
+        return throughput_main(arguments[1:])
     args = parse_args(argv)
     size = tuple(args.spatial_size)
     results: dict[str, dict[str, Any]] = {}

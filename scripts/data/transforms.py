@@ -109,7 +109,9 @@ class LoadFramed(MapTransform):
         if not os.path.isfile(path):
             raise MissingInputError(f"{path}: file not found (record key {key!r})")
         try:
-            image = self.loader(path)
+            # the configured reader only: without it MONAI tries every installed reader in turn and reports all
+            # their tracebacks under a misleading "install the reader libraries"
+            image = self.loader(path, reader=self.loader.readers[-1])
         except Exception as error:  # the readers raise many types; say which file failed
             raise InvalidInputError(f"{path}: cannot be read as an image ({error})") from error
         if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer))):

@@ -7,12 +7,31 @@ warped image must not be squeezed into the int16 of an ACDC frame).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
 
 __all__ = ["NiftiGeometry"]
+
+# the header fields that define a NIfTI-1 file's voxel -> world mapping (qform, sform and their codes)
+GEOMETRY_FIELDS = (
+    "dim",
+    "pixdim",
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+)
 
 
 class NiftiGeometry:
@@ -40,6 +59,15 @@ class NiftiGeometry:
         if self.qform_code == 0 and self.sform_code == 0:
             # no coded orientation: state the affine that nibabel (and MONAI) used, so viewers agree with us
             self.sform, self.sform_code = self.affine, 1
+
+    @classmethod
+    def from_header_fields(cls, fields: Mapping[str, Any]) -> NiftiGeometry:
+        """The geometry of a file from its header fields by name (e.g. the metadata MONAI's ``NibabelReader`` puts
+        on a loaded image), without opening the file again."""
+        header = nib.Nifti1Header()
+        for name in GEOMETRY_FIELDS:
+            header[name] = np.asarray(fields[name])
+        return cls(nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), None, header))
 
     def image(self, data: np.ndarray) -> nib.Nifti1Image:
         """A NIfTI image of ``data`` (spatial axes first) carrying this geometry, units mm and seconds."""

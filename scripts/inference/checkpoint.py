@@ -18,8 +18,8 @@ from torch import nn
 
 from scripts.checkpoint_card import check_card, file_sha256
 
-# the inference package's error types (subclasses of scripts.errors' InvalidInputError/MissingInputError)
-from scripts.inference.errors import CheckpointError, MissingCheckpointError
+# a bad checkpoint's error types, with every other user-caused error in scripts.errors
+from scripts.errors import CheckpointError, MissingCheckpointError
 
 __all__ = ["CheckpointRecord", "file_sha256", "load_network_weights"]
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from scripts.data import InvalidInputError
 from scripts.inference.checkpoint import CheckpointRecord, load_network_weights
-from scripts.inference.input_checks import check_output_dir, check_pair_inputs
+from scripts.inference.input_checks import check_output_dir, check_pair_files
 from scripts.inference.pairs import pair_name
 
 __all__ = ["InputChecks", "PairProgressBar", "PairTimer", "RegistrationCheckpointLoader"]
@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 class InputChecks:
-    """At ``Events.STARTED``: refuse the run if any pair's files or the output directory are unusable.
+    """At ``Events.STARTED``: refuse the run if any pair's files (from their headers, see
+    :func:`~scripts.inference.input_checks.check_pair_files`) or the output directory are unusable.
 
     Args:
         pairs: the pair records of the run (the dataset's data).
@@ -53,7 +54,7 @@ class InputChecks:
                 f"{self.output_dir}: pair names must be unique within a run, repeated: {duplicates}"
             )
         for record in self.pairs:
-            check_pair_inputs(record, self.min_overlap)
+            check_pair_files(record, self.min_overlap)
         logger.info(f"checked the inputs of {len(self.pairs)} pair(s)")
 
 
@@ -130,7 +131,7 @@ class PairProgressBar:
         if self.bar is not None:
             batch = engine.state.batch
             items = batch if isinstance(batch, list) else [batch]
-            names = [str(item.get("pair_name", "")) for item in items if isinstance(item, dict)]
+            names = [str(item["pair"]["pair_name"]) for item in items if isinstance(item, dict) and "pair" in item]
             self.bar.set_postfix_str(", ".join(names), refresh=False)
             self.bar.update(len(items))
 

@@ -1,7 +1,9 @@
 """Checks run on every pair and on the output directory before anything is computed or written.
 
-The preprocessing validates what it loads too, but only pair by pair while the run goes; checking everything up
-front means a bad file in the 40th pair stops the run before the first output exists.
+Each file is read once, by the preprocessing, which validates its content there (a 3D volume or a cine frame, finite
+and not constant, label maps 0..3 on their image's grid; see :mod:`scripts.inference.preprocessing`). Before the
+first pair, these checks read only the files' headers, so a missing, empty or non-NIfTI file, or a pair whose images
+do not overlap, anywhere in the run stops it before the first output exists, at the cost of a header read each.
 """
 
 from __future__ import annotations
@@ -10,19 +12,15 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import EnsureChannelFirstd
 
-from scripts.data import InvalidInputError, LoadFramed, RegistrationCompose, ValidateRegistrationInputd
 from scripts.data.datalist import PATH_KEYS
+from scripts.errors import InvalidInputError, MissingInputError, OutputCollisionError
 from scripts.geometry import grid_world_points, inside_within_half_voxel, world_to_voxel_points
-from scripts.inference.errors import OutputCollisionError
 
-__all__ = ["check_output_dir", "check_pair_inputs", "world_overlap"]
-
-_FRAME_KEYS = {"moving": "moving_frame", "fixed": "fixed_frame"}
-_LABEL_OF = {"moving": "moving_label", "fixed": "fixed_label"}
+__all__ = ["check_output_dir", "check_pair_files", "read_nifti_header", "world_overlap"]
 
 
 def world_overlap(
@@ -42,33 +40,46 @@ def world_overlap(
     return float(inside.double().mean())
 
 
-def _loader(record: dict) -> RegistrationCompose:
-    keys = [key for key in ("moving", "fixed", "moving_label", "fixed_label") if key in record]
-    frames = [_FRAME_KEYS.get(key) for key in keys]
-    both_labels = "moving_label" in record and "fixed_label" in record
-    checks: list = [ValidateRegistrationInputd(("moving", "fixed"), (), require_labels=False)]
-    for image_key, label_key in _LABEL_OF.items():
-        if label_key in record:
-            # both labels -> Dice/HD95 are computed, so they must be usable as in evaluation (not empty)
-            checks.append(ValidateRegistrationInputd((image_key,), (label_key,), require_labels=both_labels))
-    return RegistrationCompose(
-        [LoadFramed(keys, frame_keys=frames), EnsureChannelFirstd(keys, channel_dim="no_channel"), *checks]
-    )
+def read_nifti_header(path: str | os.PathLike, key: str) -> nib.Nifti1Image:
+    """Open a NIfTI file's header (the voxel data stay on disk).
+
+    Args:
+        path: the file.
+        key: its record key, for the message.
+
+    Raises:
+        MissingInputError: no such file.
+        InvalidInputError: an empty file, or one nibabel cannot open as NIfTI (one line naming the file).
+    """
+    if not os.path.isfile(path):
+        raise MissingInputError(f"{path}: file not found (record key {key!r})")
+    if os.path.getsize(path) == 0:
+        raise InvalidInputError(f"{path}: empty file (0 bytes), not a NIfTI image (record key {key!r})")
+    try:
+        image = nib.load(str(path))
+    except Exception as error:  # nibabel, gzip and OS errors alike: the file is not a readable NIfTI image
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidInputError(f"{path}: cannot be read as a NIfTI image ({reason})") from error
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InvalidInputError(f"{path}: a {type(image).__name__} file, not NIfTI (.nii or .nii.gz)")
+    return image
 
 
-def check_pair_inputs(record: dict, min_overlap: float = 0.05) -> None:
-    """Load and validate the files of one pair record; return quietly if the pair can be registered.
+def check_pair_files(record: dict, min_overlap: float = 0.05) -> None:
+    """Check one pair record from its files' headers; return quietly if the pair can go to the preprocessing.
 
-    Checks: files exist and are readable NIfTI; 3D volumes, or a 4D cine with the record's frame index; finite,
-    non-constant images; label maps integer 0..3 on their image's grid (non-empty when both are given, as Dice
-    needs); the moving image covers at least ``min_overlap`` of the fixed image's field of view in world space.
+    Checks: every file exists, is not empty and opens as NIfTI; the moving image covers at least ``min_overlap``
+    of the fixed image's field of view in world space (when both have three spatial dimensions; other shapes are
+    refused by the preprocessing, naming the file).
 
     Raises:
         MissingInputError, InvalidInputError: naming the file.
     """
-    loaded = _loader(record)(dict(record))
-    moving, fixed = loaded["moving"], loaded["fixed"]
-    overlap = world_overlap(moving.shape[1:], moving.affine, fixed.shape[1:], fixed.affine)
+    headers = {key: read_nifti_header(record[key], key) for key in PATH_KEYS if record.get(key)}
+    moving, fixed = headers["moving"], headers["fixed"]
+    if len(moving.shape) < 3 or len(fixed.shape) < 3:
+        return
+    overlap = world_overlap(moving.shape[:3], moving.affine, fixed.shape[:3], fixed.affine)
     if overlap < min_overlap:
         raise InvalidInputError(
             f"{record['moving']}: covers {100 * overlap:.1f}% of the fixed image {record['fixed']} in world space "

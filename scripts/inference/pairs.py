@@ -1,7 +1,8 @@
-"""Which pairs to register: pair records from an ACDC-layout folder or an explicit datalist, each with a name.
+"""Which pairs to register: one pair given by its files, an explicit datalist or an ACDC-layout folder, each named.
 
 Sources, in order of precedence:
 
+- ``moving`` and ``fixed`` (optionally ``moving_label`` and ``fixed_label``): one pair of NIfTI files;
 - ``datalist``: a JSON file, either a plain list of pair records ``[{"moving": ..., "fixed": ...,
   "moving_label": ..., "fixed_label": ...}, ...]`` or a sectioned datalist (``{"test": [...], ...}``, the format of
   :func:`scripts.data.save_datalist`; one section is used). Relative paths are taken from the JSON file's folder.
@@ -22,7 +23,7 @@ from pathlib import Path
 from scripts.data import DIRECTIONS, InvalidInputError, build_pair_datalist, load_datalist
 from scripts.data.datalist import PATH_KEYS, read_datalist_json, resolve_pair_record
 
-__all__ = ["inference_pairs", "pair_name", "records_from_json", "source_record"]
+__all__ = ["inference_pairs", "pair_name", "records_from_json", "single_pair_record"]
 
 _NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -71,12 +72,38 @@ def _directions(directions: str | Sequence[str]) -> tuple[str, ...]:
     return chosen
 
 
+def single_pair_record(
+    moving: str | os.PathLike | None,
+    fixed: str | os.PathLike | None,
+    moving_label: str | os.PathLike | None = None,
+    fixed_label: str | os.PathLike | None = None,
+) -> dict | None:
+    """The record of one pair given by its files (the ``--moving``/``--fixed`` options), or None when none is given.
+
+    Raises:
+        InvalidInputError: only one of ``moving``/``fixed``, or labels without them.
+    """
+    files = {"moving": moving, "fixed": fixed, "moving_label": moving_label, "fixed_label": fixed_label}
+    given = {key: str(value) for key, value in files.items() if value}
+    if not given:
+        return None
+    missing = [key for key in ("moving", "fixed") if key not in given]
+    if missing:
+        named = ", ".join(f"--{key} {value}" for key, value in given.items())
+        raise InvalidInputError(f"{named}: a single pair needs both --moving and --fixed (missing --{missing[0]})")
+    return given
+
+
 def inference_pairs(
     dataset_dir: str | os.PathLike | None = None,
     datalist: str | os.PathLike | None = None,
     directions: str | Sequence[str] = ("ED_to_ES",),
     patients: Sequence[int | str] | None = None,
     datalist_section: str = "test",
+    moving: str | os.PathLike | None = None,
+    fixed: str | os.PathLike | None = None,
+    moving_label: str | os.PathLike | None = None,
+    fixed_label: str | os.PathLike | None = None,
 ) -> list[dict]:
     """The pair records of an inference run, each with a unique ``"pair_name"``.
 
@@ -87,6 +114,8 @@ def inference_pairs(
         directions: ``"ED_to_ES"`` (moving ED, fixed ES), ``"ES_to_ED"``, or both (dataset_dir only).
         patients: patient numbers or names to keep (dataset_dir only); None for all.
         datalist_section: section read from a sectioned datalist.
+        moving, fixed, moving_label, fixed_label: one pair's files (NIfTI); when given, ``datalist`` and
+            ``dataset_dir`` are not used. The pair is named ``<moving>_to_<fixed>`` after the file names.
 
     Returns:
         list of pair records (see :mod:`scripts.data.datalist`) plus ``"pair_name"``.
@@ -94,7 +123,10 @@ def inference_pairs(
     Raises:
         MissingInputError, InvalidInputError: naming the missing or unusable file or folder.
     """
-    if datalist:
+    single = single_pair_record(moving, fixed, moving_label, fixed_label)
+    if single is not None:
+        records = [single]
+    elif datalist:
         records = records_from_json(datalist, datalist_section)
     elif dataset_dir:
         records = build_pair_datalist(dataset_dir, patients, _directions(directions), require_labels=False)
@@ -109,27 +141,3 @@ def inference_pairs(
         used[base] = used.get(base, 0) + 1
         named.append({**record, "pair_name": base if used[base] == 1 else f"{base}_{used[base]}"})
     return named
-
-
-def source_record(sample: dict) -> dict:
-    """The file-level pair record behind a preprocessed sample (paths, frame indices, labels, name).
-
-    After preprocessing, ``"moving"``/``"fixed"`` hold tensors whose metadata keep the source file; label keys
-    keep their paths (inference preprocessing does not load them) and frame indices may have become 0-d tensors.
-    """
-    record: dict = {}
-    for key in ("moving", "fixed"):
-        value = sample[key]
-        meta = getattr(value, "meta", None)
-        record[key] = str(meta["filename_or_obj"]) if meta is not None else str(value)
-    for key in ("moving_label", "fixed_label"):
-        if sample.get(key):
-            record[key] = str(sample[key])
-    for key in ("moving_frame", "fixed_frame"):
-        if sample.get(key) is not None:
-            record[key] = int(sample[key])
-    for key in ("patient", "group", "direction", "pair_name"):
-        if sample.get(key) is not None:
-            record[key] = str(sample[key])
-    record["pair_name"] = pair_name(record)
-    return record

@@ -1,7 +1,8 @@
 """Postprocessing of one registered pair: network-grid products, their inverse to the fixed space, metrics.
 
-Runs per pair on the engine's merged dict (the preprocessed sample + ``"pred"`` from
-:class:`~scripts.inference.network_io.RegistrationInferer`), computes in memory, writes nothing. Keys added:
+Runs per pair on the engine's merged dict (the sample of :mod:`scripts.inference.preprocessing` + ``"pred"`` from
+:class:`~scripts.inference.network_io.RegistrationInferer`), computes in memory from what the sample carries (no file
+is read again), writes nothing. Keys added:
 
 Network grid (128 x 128 x 16 at 1.8 x 1.8 x 10 mm, RAS, affine = ``sample["fixed"].affine``):
     ``"ddf"`` (3, H, W, D) voxels; ``"warped"`` (1, H, W, D) in [0, 1]; ``"fixed_segmentation"`` (1, H, W, D) labels
@@ -11,8 +12,8 @@ Fixed image's original space (shape and affine of the fixed file):
     ``"ddf_fixed_space"`` (3, X, Y, Z) mm, world RAS, fixed -> moving (see :mod:`scripts.geometry.displacement_nifti`);
     ``"jacobian_fixed_space"`` (1, X, Y, Z) and ``"fixed_segmentation_fixed_space"`` (1, X, Y, Z): the network-grid
     maps inverted (linear resp. nearest neighbour) with ``Invertd``;
-    ``"fixed_original"``, ``"moving_original_fixed_space"`` (moving resampled without deformation, for "before"),
-    ``"warped_moving_fixed_space"`` (X, Y, Z) float32 in the input intensity units;
+    ``"fixed_affine"`` (4, 4) float64; ``"moving_original_fixed_space"`` (moving resampled without deformation, for
+    "before"), ``"warped_moving_fixed_space"`` (X, Y, Z) float32 in the input intensity units;
     ``"warped_moving_label_fixed_space"`` (X, Y, Z) uint8, when the record has a moving label.
 Metrics: ``"metrics"``, a dict of floats (see :class:`RegistrationMetricsd`).
 """
@@ -24,14 +25,15 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd, InvertibleTransform, Lambdad, MapTransform, Transform
+from monai.transforms import Compose, Invertd, Lambdad, MapTransform, Transform
 from monai.utils import CommonKeys
 
-from scripts.data import LoadFramed, registration_preprocessing
 from scripts.data.transforms import source_name
 from scripts.geometry import voxel_to_world_displacement
-from scripts.inference.pairs import source_record
+from scripts.inference.network_io import plain_tensor
+from scripts.inference.preprocessing import InferencePreprocessing
 from scripts.inference.resampling import resample_through_displacement
+from scripts.labels import NETWORK_PIXDIM_MM
 from scripts.metrics import (
     dice_per_structure,
     folding_percent,
@@ -44,6 +46,7 @@ from scripts.metrics import (
 
 __all__ = [
     "FIXED_SPACE_KEYS",
+    "InvertToFixedSpaced",
     "RegistrationMetricsd",
     "UnpackRegistrationOutputd",
     "WarpOriginalMovingd",
@@ -67,6 +70,8 @@ class UnpackRegistrationOutputd(Transform):
     """Split the inferer's ``"pred"`` dict into network-grid keys; add the segmentation and the Jacobian map, and
     the copies of them (``FIXED_SPACE_KEYS``) that ``Invertd`` then maps to the fixed image's original space.
 
+    The inferer's tensors carry a batch axis of one pair; the keys added have none.
+
     Args:
         pred_key: key of the inferer's output dict.
     """
@@ -76,7 +81,7 @@ class UnpackRegistrationOutputd(Transform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        pred = d.pop(self.pred_key)
+        pred = {key: value[0] for key, value in d.pop(self.pred_key).items()}  # the one pair of the batch
         d.pop(CommonKeys.IMAGE, None)  # the moving image again: already under "moving"
         d.pop(CommonKeys.LABEL, None)
         # MetaTensors: Invertd takes the fixed image's transform trace only for MetaTensor keys
@@ -94,6 +99,33 @@ class UnpackRegistrationOutputd(Transform):
             d["fixed_segmentation_fixed_space"] = MetaTensor(segmentation.clone())
             d["fixed_logits"] = pred["fixed_logits"]
         return d
+
+
+class InvertToFixedSpaced(MapTransform):
+    """Map network-grid results back to the fixed image's original grid with ``Invertd``.
+
+    ``Invertd`` undoes the transforms recorded on the preprocessed ``"fixed"`` image, and must be given the very
+    chain that recorded them: the preprocessing's chain with labels or the one without (see
+    :meth:`InferencePreprocessing.chain_for`).
+
+    Args:
+        keys: network-grid keys to invert (channel-first MetaTensors).
+        preprocessing: the dataset's preprocessing (the same object).
+        nearest: per key, nearest-neighbour interpolation (label maps) instead of (tri)linear.
+    """
+
+    def __init__(self, keys: Sequence[str], preprocessing: InferencePreprocessing, nearest: Sequence[bool]) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.preprocessing = preprocessing
+        self.inverters = {
+            id(chain): Invertd(
+                list(keys), transform=chain, orig_keys="fixed", nearest_interp=list(nearest), allow_missing_keys=True
+            )
+            for chain in (preprocessing.images_only, preprocessing.with_labels)
+        }
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self.inverters[id(self.preprocessing.chain_for(data))](data)
 
 
 class WorldDisplacementd(MapTransform):
@@ -115,7 +147,7 @@ class WorldDisplacementd(MapTransform):
         d = dict(data)
         network_affine = d[self.grid_key].affine
         for key in self.key_iterator(d):
-            d[key] = voxel_to_world_displacement(d[key], network_affine)
+            d[key] = voxel_to_world_displacement(plain_tensor(d[key]), network_affine)
         return d
 
 
@@ -123,8 +155,9 @@ class WarpOriginalMovingd(Transform):
     """Warp the ORIGINAL moving image (and label) into the fixed image's original space through the world field.
 
     ``out(p) = moving(p + d(p))`` for every voxel centre ``p`` of the fixed file: trilinear for the image, nearest
-    neighbour for the label, 0 outside the moving image (see :mod:`scripts.inference.resampling`). Also loads the
-    original fixed image and resamples the moving one without deformation, for before/after pictures.
+    neighbour for the label, 0 outside the moving image (see :mod:`scripts.inference.resampling`). Also resamples
+    the moving image without deformation, for before/after pictures. The originals are the images the
+    preprocessing read (``"<key>_original"``), not the files again.
 
     Args:
         displacement_key: (3, X, Y, Z) world mm displacement on the fixed grid.
@@ -132,17 +165,11 @@ class WarpOriginalMovingd(Transform):
 
     def __init__(self, displacement_key: str = "ddf_fixed_space") -> None:
         self.displacement_key = displacement_key
-        self.loader = LoadFramed(
-            ("moving", "fixed", "moving_label"),
-            frame_keys=("moving_frame", "fixed_frame", None),
-            allow_missing_keys=True,
-        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        originals = self.loader(source_record(d))
-        fixed, moving = originals["fixed"], originals["moving"]
-        displacement = d[self.displacement_key]
+        fixed, moving = d["fixed_original"], d["moving_original"]
+        displacement = plain_tensor(d[self.displacement_key])
         device = displacement.device
         if tuple(fixed.shape) != tuple(displacement.shape[1:]):
             raise RuntimeError(
@@ -150,18 +177,17 @@ class WarpOriginalMovingd(Transform):
                 f"the fixed image {tuple(fixed.shape)}"
             )
         grid_affine = fixed.affine
-        d["fixed_original"] = fixed.as_tensor().float()
         d["fixed_affine"] = grid_affine.double().cpu()
         d["warped_moving_fixed_space"] = resample_through_displacement(
-            moving.as_tensor().to(device), moving.affine, displacement, grid_affine
+            plain_tensor(moving).to(device), moving.affine, displacement, grid_affine
         )
         d["moving_original_fixed_space"] = resample_through_displacement(
-            moving.as_tensor().to(device), moving.affine, torch.zeros_like(displacement), grid_affine
+            plain_tensor(moving).to(device), moving.affine, torch.zeros_like(displacement), grid_affine
         )
-        if "moving_label" in originals:
-            label = originals["moving_label"]
+        if "moving_label_original" in d:
+            label = d["moving_label_original"]
             warped = resample_through_displacement(
-                label.as_tensor().to(device), label.affine, displacement, grid_affine, mode="nearest"
+                plain_tensor(label).to(device), label.affine, displacement, grid_affine, mode="nearest"
             )
             d["warped_moving_label_fixed_space"] = torch.round(warped).to(torch.uint8)
         return d
@@ -172,22 +198,18 @@ class RegistrationMetricsd(Transform):
 
     Always: ``folding_percent`` (% of voxels with J <= 0), ``sdlogj_plus3`` (std log(J + 3), the paper's SDlogJ),
     ``std_log_j_positive`` (std log J over J > 0), all with a 2-voxel border crop; ``max_displacement_mm``.
-    When the record has both label maps (preprocessed exactly as in evaluation): ``dice_rv/lvm/lvbp/mean`` and
+    When the sample has both label maps (preprocessed exactly as in evaluation): ``dice_rv/lvm/lvbp/mean`` and
     ``hd95_*`` (mm) after registration (labels warped with nearest neighbour), ``initial_dice_*`` before it, and
     ``segmentation_dice_*`` of the memory's fixed segmentation.
 
     Args:
-        spatial_size: network grid shape, as the preprocessing.
         pixdim: network voxel size in mm (HD95 spacing), as the preprocessing.
         border: Jacobian border crop.
     """
 
-    def __init__(
-        self, spatial_size: Sequence[int] = (128, 128, 16), pixdim: Sequence[float] = (1.8, 1.8, 10.0), border: int = 2
-    ) -> None:
+    def __init__(self, pixdim: Sequence[float] = NETWORK_PIXDIM_MM, border: int = 2) -> None:
         self.pixdim = tuple(float(p) for p in pixdim)
         self.border = border
-        self.label_preprocessing = registration_preprocessing(spatial_size, pixdim, with_labels=True)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -200,11 +222,9 @@ class RegistrationMetricsd(Transform):
         }
         if "ddf_fixed_space" in d:
             metrics["max_displacement_mm"] = float(torch.linalg.vector_norm(d["ddf_fixed_space"], dim=0).max())
-        record = source_record(d)
-        if "moving_label" in record and "fixed_label" in record:
-            labels = self.label_preprocessing({k: v for k, v in record.items() if k != "pair_name"})
-            moving_label = labels["moving_label"].as_tensor()[None].to(ddf.device)
-            fixed_label = labels["fixed_label"].as_tensor()[None].to(ddf.device)
+        if "moving_label" in d and "fixed_label" in d:
+            moving_label = plain_tensor(d["moving_label"])[None].to(ddf.device)
+            fixed_label = plain_tensor(d["fixed_label"])[None].to(ddf.device)
             scores = registration_metrics(ddf, moving_label, fixed_label, spacing=self.pixdim, border=self.border)
             metrics.update({k: _to_python(v) for k, v in scores.items() if k.startswith(("dice", "hd95"))})
             initial = dice_per_structure(moving_label, fixed_label, (1, 2, 3))[0]
@@ -219,15 +239,12 @@ class RegistrationMetricsd(Transform):
 
 
 def registration_postprocessing(
-    preprocessing: InvertibleTransform,
-    spatial_size: Sequence[int] = (128, 128, 16),
-    pixdim: Sequence[float] = (1.8, 1.8, 10.0),
+    preprocessing: InferencePreprocessing, pixdim: Sequence[float] = NETWORK_PIXDIM_MM
 ) -> Compose:
     """The postprocessing chain of the inference config (see the module docstring for the keys it adds).
 
     Args:
-        preprocessing: the dataset's preprocessing Compose (the same object: ``Invertd`` matches transforms by id).
-        spatial_size: network grid shape.
+        preprocessing: the dataset's preprocessing (the same object: ``Invertd`` matches transforms by id).
         pixdim: network voxel size in mm.
     """
     fixed_space_keys = [name for name, _ in FIXED_SPACE_KEYS.values()]
@@ -235,16 +252,10 @@ def registration_postprocessing(
     return Compose(
         [
             UnpackRegistrationOutputd(),
-            Invertd(
-                fixed_space_keys,
-                transform=preprocessing,
-                orig_keys="fixed",
-                nearest_interp=nearest,
-                allow_missing_keys=True,
-            ),
+            InvertToFixedSpaced(fixed_space_keys, preprocessing, nearest),
             Lambdad("jacobian_fixed_space", lambda j_minus_one: j_minus_one + 1.0),
             WorldDisplacementd("ddf_fixed_space", grid_key="fixed"),
             WarpOriginalMovingd("ddf_fixed_space"),
-            RegistrationMetricsd(spatial_size, pixdim),
+            RegistrationMetricsd(pixdim),
         ]
     )

@@ -1,10 +1,17 @@
 """The quality-control picture of a registered pair: one PNG to glance at before trusting the outputs.
 
 Rows: three slices along the fixed image's slice axis (the axis with the largest voxel size), spread over the
-predicted heart (or over the volume when nothing is segmented). Columns, all in the fixed image's original space:
-fixed with the memory's segmentation contours; moving before registration; warped moving; |fixed - moving| before
-and |fixed - warped| after (same scale); the deformed grid (where fixed grid lines land in the moving image, in-plane
-components); the Jacobian determinant (blue < 1 compression, red > 1 expansion, black contour at J = 0: folding).
+predicted heart (or over the volume when nothing is segmented) and named base, mid and apex (the base being the end
+with the larger heart cross-section) when a segmentation tells them apart. Columns, all in the fixed image's
+original space and orientation (letters on the first column: R/L, A/P, S/I of the world axes the panel's edges
+face): fixed with the memory's segmentation contours; moving before registration; warped moving with the warped
+moving label contours (dotted); |fixed - moving| before and |fixed - warped| after on one colour scale (bar in the
+images' intensity units); the deformed grid (where fixed grid lines land in the moving image, in-plane
+components); the Jacobian determinant on a fixed scale 0..2 centred on 1 (blue < 1 compression, red > 1 expansion)
+with J <= 0 (folding) outlined in black.
+
+All panels are composed into one image (contours and grid lines as line collections on it), so the figure has
+three axes (the panels and two colour bars): a dozen times cheaper to draw than one axes per panel.
 """
 
 from __future__ import annotations
@@ -17,17 +24,47 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers, and no GUI thread in the engine loop
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from scripts.geometry import world_to_voxel_displacement  # noqa: E402
+from scripts.labels import STRUCTURE_LONG_NAMES  # noqa: E402
 
-__all__ = ["STRUCTURE_COLOURS", "choose_slices", "save_quality_control_figure"]
+__all__ = [
+    "JACOBIAN_RANGE",
+    "STRUCTURE_COLOURS",
+    "choose_slices",
+    "orientation_letters",
+    "quality_control_figure",
+    "save_quality_control_figure",
+    "slice_names",
+]
 
-STRUCTURE_COLOURS = {1: ("RV", "#1f9bff"), 2: ("LV myocardium", "#2ecc40"), 3: ("LV blood pool", "#ff4136")}
+STRUCTURE_COLOURS = {
+    value: (STRUCTURE_LONG_NAMES[value], colour) for value, colour in ((1, "#1f9bff"), (2, "#2ecc40"), (3, "#ff4136"))
+}
+GRID_COLOUR = "#ffdc00"
 GRID_STEP_VOXELS = 8
+JACOBIAN_RANGE = (0.0, 2.0)
+"""The Jacobian panel's colour scale: fixed, centred on 1 (no volume change), the same for every slice and pair."""
+GAP_PIXELS = 3
+DPI = 80
+COLUMNS = (
+    "fixed + predicted segmentation",
+    "moving (before)",
+    "warped moving",
+    "|fixed - moving| before",
+    "|fixed - warped| after",
+    "deformed grid (in-plane)",
+    "Jacobian determinant",
+)
+_WORLD_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))  # (negative, positive) end of world x, y, z (RAS+)
 
 
 def choose_slices(shape: Sequence[int], segmentation: np.ndarray | None, slice_axis: int, count: int = 3) -> list[int]:
@@ -44,42 +81,89 @@ def choose_slices(shape: Sequence[int], segmentation: np.ndarray | None, slice_a
     return sorted({int(round(low + f * (high - low))) for f in fractions})
 
 
+def slice_names(slices: Sequence[int], segmentation: np.ndarray | None, slice_axis: int) -> list[str]:
+    """Row names: "base", "mid", "apex" for three slices when the segmentation shows which end is the base (the
+    larger heart cross-section), else "slice <index>"; the index is always added."""
+    names = [f"slice {index}" for index in slices]
+    if len(slices) != 3 or segmentation is None:
+        return names
+    areas = [int(np.count_nonzero(np.take(segmentation, index, axis=slice_axis))) for index in slices]
+    if areas[0] == areas[-1]:
+        return names
+    order = ["base", "mid", "apex"] if areas[0] > areas[-1] else ["apex", "mid", "base"]
+    return [f"{name} ({label})" for name, label in zip(order, names)]
+
+
+def orientation_letters(direction: np.ndarray) -> tuple[str, str]:
+    """The (start, end) letters of an image axis whose index runs along the world vector ``direction`` (RAS mm),
+    e.g. ("L", "R") for +x; oblique axes get two or three letters, the main component first ("LA")."""
+    magnitude = np.abs(direction)
+    order = [int(axis) for axis in np.argsort(-magnitude) if magnitude[axis] >= 0.5 * magnitude.max()]
+    end = "".join(_WORLD_LETTERS[axis][int(direction[axis] > 0)] for axis in order)
+    start = "".join(_WORLD_LETTERS[axis][int(direction[axis] <= 0)] for axis in order)
+    return start, end
+
+
 def _window(image: np.ndarray) -> tuple[float, float]:
     low, high = np.percentile(image, [1.0, 99.5])
     return float(low), float(high if high > low else low + 1.0)
 
 
-def _show(axis, plane: np.ndarray, aspect: float, **kwargs) -> None:
-    # transpose + origin="lower": first in-plane array axis runs left to right, second bottom to top
-    axis.imshow(plane.T, origin="lower", aspect=aspect, interpolation="nearest", **kwargs)
-    axis.set_xticks([])
-    axis.set_yticks([])
+def _colour(plane: np.ndarray, cmap: str, low: float, high: float) -> np.ndarray:
+    """(n0, n1) plane -> (n1, n0, 3) RGB in display order: first array axis left to right, second bottom to top."""
+    rgba = colormaps[cmap](Normalize(low, high, clip=True)(plane.T[::-1]))
+    return rgba[..., :3]
 
 
-def _contours(axis, labels: np.ndarray | None, linestyle: str = "solid", linewidth: float = 0.8) -> None:
-    if labels is None:
-        return
-    for value, (_, colour) in STRUCTURE_COLOURS.items():
-        mask = (labels == value).T.astype(float)
-        if mask.any() and not mask.all():
-            axis.contour(mask, levels=[0.5], colors=[colour], linewidths=linewidth, linestyles=linestyle)
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """Pixel-edge outline of a (n0, n1) mask as (N, 2, 2) segments in plane coordinates (voxel centres at ints)."""
+    padded = np.pad(mask.astype(bool), 1)
+    segments = []
+    i, j = np.nonzero(padded[1:, :] != padded[:-1, :])  # between voxels i-1 and i along axis 0
+    x = i - 0.5
+    segments.append(np.stack([np.stack([x, j - 1.5], -1), np.stack([x, j - 0.5], -1)], 1))
+    i, j = np.nonzero(padded[:, 1:] != padded[:, :-1])
+    y = j - 0.5
+    segments.append(np.stack([np.stack([i - 1.5, y], -1), np.stack([i - 0.5, y], -1)], 1))
+    return np.concatenate(segments, axis=0)
 
 
-def _grid(axis, displacement_voxels: np.ndarray, shape: Sequence[int]) -> None:
-    """Lines of constant in-plane index, moved by the in-plane displacement (in voxels of the fixed grid)."""
-    rows = np.arange(shape[0])
-    cols = np.arange(shape[1])
+class _Mosaic:
+    """Panel placement: plane coordinates (first axis right, second up) -> image pixel coordinates of the mosaic."""
+
+    def __init__(self, plane_shape: Sequence[int], rows: int, columns: int) -> None:
+        self.width, self.height = int(plane_shape[0]), int(plane_shape[1])
+        self.rows, self.columns = rows, columns
+        shape = (rows * (self.height + GAP_PIXELS) - GAP_PIXELS, columns * (self.width + GAP_PIXELS) - GAP_PIXELS, 3)
+        self.pixels = np.ones(shape)
+
+    def origin(self, row: int, column: int) -> tuple[int, int]:
+        return row * (self.height + GAP_PIXELS), column * (self.width + GAP_PIXELS)
+
+    def put(self, row: int, column: int, rgb: np.ndarray) -> None:
+        top, left = self.origin(row, column)
+        self.pixels[top : top + self.height, left : left + self.width] = rgb
+
+    def place(self, points: np.ndarray, row: int, column: int) -> np.ndarray:
+        """(..., 2) plane coordinates -> (..., 2) mosaic (x, y) pixel coordinates (y downwards)."""
+        top, left = self.origin(row, column)
+        return np.stack([left + points[..., 0], top + self.height - 1 - points[..., 1]], axis=-1)
+
+    def centre(self, row: int, column: int) -> tuple[float, float]:
+        top, left = self.origin(row, column)
+        return left + (self.width - 1) / 2, top + (self.height - 1) / 2
+
+
+def _grid_lines(displacement_voxels: Sequence[np.ndarray], shape: Sequence[int]) -> list[np.ndarray]:
+    """Polylines (each (n, 2), plane coordinates) of constant in-plane index, moved by the in-plane displacement."""
     first, second = displacement_voxels
-    for c in range(0, shape[1], GRID_STEP_VOXELS):
-        axis.plot(rows + first[:, c], c + second[:, c], color="#ffdc00", linewidth=0.45, alpha=0.85)
-    for r in range(0, shape[0], GRID_STEP_VOXELS):
-        axis.plot(r + first[r, :], cols + second[r, :], color="#ffdc00", linewidth=0.45, alpha=0.85)
-    axis.set_xlim(-0.5, shape[0] - 0.5)
-    axis.set_ylim(-0.5, shape[1] - 0.5)
+    rows, cols = np.arange(shape[0]), np.arange(shape[1])
+    lines = [np.stack([rows + first[:, c], c + second[:, c]], -1) for c in range(0, shape[1], GRID_STEP_VOXELS)]
+    lines += [np.stack([r + first[r, :], cols + second[r, :]], -1) for r in range(0, shape[0], GRID_STEP_VOXELS)]
+    return lines
 
 
-def save_quality_control_figure(
-    path: str | os.PathLike,
+def quality_control_figure(
     fixed: np.ndarray,
     moving: np.ndarray,
     warped: np.ndarray,
@@ -90,80 +174,147 @@ def save_quality_control_figure(
     jacobian: np.ndarray | None = None,
     title: str = "",
     notes: Mapping[str, str] | None = None,
-) -> Path:
-    """Write the QC PNG (see the module docstring).
+) -> Figure:
+    """The QC figure (see the module docstring); not saved.
 
     Args:
-        path: PNG file to write.
         fixed, moving, warped: (X, Y, Z) images on the fixed image's grid (moving resampled without deformation).
         displacement_mm: (3, X, Y, Z) world RAS displacement in mm (fixed -> moving).
         affine: (4, 4) affine of the fixed grid.
         segmentation: (X, Y, Z) predicted labels of the fixed image (0..3) or None.
-        warped_label: (X, Y, Z) warped moving labels or None (dashed contours on the warped image).
+        warped_label: (X, Y, Z) warped moving labels or None (dotted contours on the warped image).
         jacobian: (X, Y, Z) Jacobian determinant or None.
         title: figure title (pair name).
-        notes: short "name: value" lines printed under the title (metrics).
+        notes: short "name: value" entries printed under the title (metrics).
 
     Returns:
-        the written path.
+        a matplotlib Figure (Agg canvas) whose axes are the panels' image and the two colour bars, labelled
+        "|intensity difference| ..." and "Jacobian determinant ...".
     """
     affine = np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     slice_axis = int(np.argmax(spacing))
     in_plane = [a for a in range(3) if a != slice_axis]
-    aspect = float(spacing[in_plane[1]] / spacing[in_plane[0]])
     # displacement in voxels of the fixed grid, to draw the deformed grid in index space
     voxels = world_to_voxel_displacement(np.asarray(displacement_mm, dtype=np.float64), affine)
-    slices = choose_slices(fixed.shape, segmentation if segmentation is not None else warped_label, slice_axis)
+    reference = segmentation if segmentation is not None else warped_label
+    slices = choose_slices(fixed.shape, reference, slice_axis)
+    names = slice_names(slices, reference, slice_axis)
     low, high = _window(fixed)
     before, after = np.abs(fixed - moving), np.abs(fixed - warped)
     difference_max = float(np.percentile(before, 99.5)) or 1.0
-    columns = [
-        "fixed + predicted segmentation" if segmentation is not None else "fixed",
-        "moving (before)",
-        "warped moving",
-        "|fixed - moving| before",
-    ]
-    columns += ["|fixed - warped| after", "deformed grid (in-plane)", "Jacobian determinant"]
-    figure, axes = plt.subplots(len(slices), len(columns), figsize=(2.3 * len(columns), 2.35 * len(slices) + 1.1))
-    axes = np.atleast_2d(axes)
+    plane_shape = [fixed.shape[a] for a in in_plane]
+    mosaic = _Mosaic(plane_shape, len(slices), len(COLUMNS))
+    solid: dict[str, list[np.ndarray]] = {}
+    dotted: dict[str, list[np.ndarray]] = {}
+    grid: list[np.ndarray] = []
+    folding: list[np.ndarray] = []
 
     def plane(volume: np.ndarray | None, index: int) -> np.ndarray | None:
         return None if volume is None else np.take(volume, index, axis=slice_axis)
 
+    def outline(into: dict[str, list[np.ndarray]], labels: np.ndarray | None, row: int, column: int) -> None:
+        if labels is None:
+            return
+        for value, (_, colour) in STRUCTURE_COLOURS.items():
+            mask = labels == value
+            if mask.any():
+                into.setdefault(colour, []).append(mosaic.place(_edges(mask), row, column))
+
     for row, index in enumerate(slices):
-        seg = plane(segmentation, index)
-        grey = dict(cmap="gray", vmin=low, vmax=high)
         for column, image in enumerate((fixed, moving, warped)):
-            _show(axes[row, column], plane(image, index), aspect, **grey)
-            _contours(axes[row, column], seg, linewidth=0.9 if column == 0 else 0.6)
-        _contours(axes[row, 2], plane(warped_label, index), linestyle="dashed")
+            mosaic.put(row, column, _colour(plane(image, index), "gray", low, high))
         for column, image in ((3, before), (4, after)):
-            _show(axes[row, column], plane(image, index), aspect, cmap="magma", vmin=0.0, vmax=difference_max)
-        _show(axes[row, 5], plane(fixed, index), aspect, cmap="gray", vmin=low, vmax=high, alpha=0.6)
-        _grid(axes[row, 5], [plane(voxels[a], index) for a in in_plane], [fixed.shape[a] for a in in_plane])
+            mosaic.put(row, column, _colour(plane(image, index), "magma", 0.0, difference_max))
+        mosaic.put(row, 5, 0.4 + 0.6 * _colour(plane(fixed, index), "gray", low, high))  # faded under the grid
+        seg = plane(segmentation, index)
+        for column in (0, 1, 2):
+            outline(solid, seg, row, column)
+        outline(dotted, plane(warped_label, index), row, 2)
+        moved = _grid_lines([plane(voxels[a], index) for a in in_plane], plane_shape)
+        grid += [mosaic.place(line, row, 5) for line in moved]
         if jacobian is not None:
             values = plane(jacobian, index)
-            norm = TwoSlopeNorm(vcenter=1.0, vmin=min(0.0, float(values.min())), vmax=max(2.0, float(values.max())))
-            _show(axes[row, 6], values, aspect, cmap="RdBu_r", norm=norm)
+            mosaic.put(row, 6, _colour(values, "RdBu_r", *JACOBIAN_RANGE))
             if (values <= 0).any():
-                axes[row, 6].contour((values <= 0).T.astype(float), levels=[0.5], colors="black", linewidths=0.8)
-        else:
-            axes[row, 6].axis("off")
-        axes[row, 0].set_ylabel(f"slice {index} (axis {slice_axis})", fontsize=9)
-    for column, name in enumerate(columns):
-        axes[0, column].set_title(name, fontsize=9)
-    handles = [Line2D([], [], color=colour, label=name) for name, colour in STRUCTURE_COLOURS.values()]
+                folding.append(mosaic.place(_edges(values <= 0), row, 6))
+
+    height_inches = 2.35 * len(slices) + 1.6
+    figure = Figure(figsize=(2.3 * len(COLUMNS) + 0.5, height_inches), dpi=DPI)
+    FigureCanvasAgg(figure)
+    bottom, top = 0.9 / height_inches, 1.0 - 0.75 / height_inches
+    axes = figure.add_axes((0.055, bottom, 0.94, top - bottom))
+    aspect = float(spacing[in_plane[1]] / spacing[in_plane[0]])
+    axes.imshow(mosaic.pixels, aspect=aspect, interpolation="nearest")
+    axes.set_axis_off()
+    for colour, pieces in solid.items():
+        axes.add_collection(LineCollection(np.concatenate(pieces), colors=colour, linewidths=0.8))
+    for colour, pieces in dotted.items():
+        axes.add_collection(LineCollection(np.concatenate(pieces), colors=colour, linewidths=0.8, linestyles=":"))
+    if grid:
+        axes.add_collection(LineCollection(grid, colors=GRID_COLOUR, linewidths=0.45, alpha=0.9))
+    if folding:
+        axes.add_collection(LineCollection(np.concatenate(folding), colors="black", linewidths=0.9))
+    for column, name in enumerate(COLUMNS):
+        x, _ = mosaic.centre(0, column)
+        axes.text(x, -4, name, ha="center", va="bottom", fontsize=9)
+    starts_ends = [orientation_letters(affine[:3, a]) for a in in_plane]
+    for row, name in enumerate(names):
+        _, y = mosaic.centre(row, 0)
+        axes.text(-12, y, name, ha="right", va="center", rotation=90, fontsize=9)
+        top_row, left = mosaic.origin(row, 0)
+        letters = {
+            (left + 2, y): (starts_ends[0][0], "left", "center"),
+            (left + mosaic.width - 3, y): (starts_ends[0][1], "right", "center"),
+            (left + (mosaic.width - 1) / 2, top_row + 1): (starts_ends[1][1], "center", "top"),
+            (left + (mosaic.width - 1) / 2, top_row + mosaic.height - 2): (starts_ends[1][0], "center", "bottom"),
+        }
+        for (x, y_letter), (letter, horizontal, vertical) in letters.items():
+            axes.text(x, y_letter, letter, ha=horizontal, va=vertical, color="white", fontsize=8, weight="bold")
+    _colour_bars(figure, mosaic, axes, difference_max, jacobian is not None)
+    handles = [Line2D([], [], color=colour, label=f"{name} (predicted)") for name, colour in STRUCTURE_COLOURS.values()]
     if warped_label is not None:
-        handles.append(Line2D([], [], color="grey", linestyle="dashed", label="warped moving label"))
-    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+        handles.append(Line2D([], [], color="grey", linestyle=":", label="warped moving label (dotted)"))
+    handles.append(Line2D([], [], color=GRID_COLOUR, label="deformed grid"))
+    if folding:
+        handles.append(Line2D([], [], color="black", label="J <= 0 (folding)"))
+    figure.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.05, 0.0), ncol=3, fontsize=8, frameon=False)
     lines = [title] + ["   ".join(f"{k}: {v}" for k, v in (notes or {}).items())]
-    figure.suptitle("\n".join(line for line in lines if line), fontsize=10, y=1.0 - 0.08 / figure.get_figheight())
-    # fixed margins in inches: room for the two title lines on top and the legend below
-    height = figure.get_figheight()
-    figure.subplots_adjust(
-        left=0.03, right=0.995, top=1.0 - 0.75 / height, bottom=0.35 / height, wspace=0.04, hspace=0.06
-    )
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    figure.suptitle("\n".join(line for line in lines if line), fontsize=10, y=1.0 - 0.08 / height_inches)
+    return figure
+
+
+def _colour_bars(figure: Figure, mosaic: _Mosaic, axes, difference_max: float, with_jacobian: bool) -> None:
+    """Horizontal colour bars under the difference columns and under the Jacobian column."""
+    figure.canvas.draw_idle()
+    position = axes.get_position()
+    width_pixels = mosaic.pixels.shape[1]
+
+    def span(first: int, last: int) -> tuple[float, float]:
+        _, left = mosaic.origin(0, first)
+        _, right = mosaic.origin(0, last)
+        right += mosaic.width
+        return (
+            position.x0 + position.width * left / width_pixels,
+            position.x0 + position.width * right / width_pixels,
+        )
+
+    bar_height = 0.1 / figure.get_figheight()
+    bar_bottom = position.y0 - 0.3 / figure.get_figheight()
+    bars = [((3, 4), Normalize(0.0, difference_max), "magma", "|intensity difference| (input image units)")]
+    if with_jacobian:
+        bars.append(((6, 6), Normalize(*JACOBIAN_RANGE), "RdBu_r", "volume ratio (1 = unchanged)"))
+    for (first, last), norm, cmap, label in bars:
+        x0, x1 = span(first, last)
+        margin = 0.1 * (x1 - x0)
+        bar_axes = figure.add_axes((x0 + margin, bar_bottom, x1 - x0 - 2 * margin, bar_height))
+        bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=bar_axes, orientation="horizontal")
+        bar.set_label(label, fontsize=8, labelpad=1)
+        bar.ax.tick_params(labelsize=7, length=2, pad=1)
+
+
+def save_quality_control_figure(path: str | os.PathLike, **panels) -> Path:
+    """Write the QC PNG of :func:`quality_control_figure` (same keyword arguments) to ``path``; returns the path."""
+    figure = quality_control_figure(**panels)
+    figure.savefig(path, dpi=DPI)
     return Path(path)

@@ -27,7 +27,6 @@ from ignite.engine import Engine, Events
 from scripts.geometry import NiftiGeometry, voxel_to_world_displacement, write_displacement_nifti
 from scripts.inference.handlers import PairTimer, RegistrationCheckpointLoader
 from scripts.inference.nifti_io import save_volume
-from scripts.inference.pairs import source_record
 from scripts.inference.qc_figure import save_quality_control_figure
 from scripts.inference.summary import pair_summary
 
@@ -112,7 +111,7 @@ class PairOutputWriter:
     def write_pair(self, data: Mapping[str, Any]) -> Path:
         """Write one pair's folder from the postprocessed dict; returns the folder."""
         started = time.perf_counter()
-        record = source_record(dict(data))
+        record = data["pair"]
         destination = self.output_dir / record["pair_name"]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{record['pair_name']}.", suffix=".partial", dir=self.output_dir))
@@ -139,7 +138,7 @@ class PairOutputWriter:
         return destination
 
     def _write_files(self, folder: Path, data: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
-        fixed_space = NiftiGeometry(record["fixed"])
+        fixed_space = NiftiGeometry.from_header_fields(data["fixed_original"].meta)
         files = []
 
         def volume(name: str, key: str, dtype=np.float32, geometry: NiftiGeometry = fixed_space, where: Path = folder):
@@ -158,7 +157,7 @@ class PairOutputWriter:
         if self.save_qc:
             save_quality_control_figure(
                 folder / "quality_control.png",
-                fixed=_numpy(data["fixed_original"]),
+                fixed=_numpy(data["fixed_original"]).astype(np.float32, copy=False),
                 moving=_numpy(data["moving_original_fixed_space"]),
                 warped=_numpy(data["warped_moving_fixed_space"]),
                 displacement_mm=_numpy(data["ddf_fixed_space"]),
