@@ -72,11 +72,13 @@ PerturbationFunction = Callable[[Sequence[Frame], np.random.Generator], list[Fra
 
 @dataclass(frozen=True)
 class Perturbation:
-    """A named perturbation of the benchmark: its table name, a one-line description and its function."""
+    """A named perturbation of the benchmark: its table name, a one-line description, its function, and whether it
+    changes the geometry (voxel data or affine, labels alike) rather than the image intensities only."""
 
     name: str
     description: str
     apply: PerturbationFunction
+    changes_geometry: bool = False
 
 
 def perturbation_rng(seed: int, name: str, patient: str) -> np.random.Generator:
@@ -285,16 +287,40 @@ PERTURBATIONS: dict[str, Perturbation] = {
             partial(blur_in_plane, sigma_mm=BLUR_SIGMA_MM),
         ),
         Perturbation(
-            "heart_x0.75", "voxel size x0.75 in the header: a smaller heart", partial(scale_voxel_size, factor=0.75)
+            "heart_x0.75",
+            "voxel size x0.75 in the header: a smaller heart",
+            partial(scale_voxel_size, factor=0.75),
+            changes_geometry=True,
         ),
         Perturbation(
-            "heart_x1.3", "voxel size x1.3 in the header: a larger heart", partial(scale_voxel_size, factor=1.3)
+            "heart_x1.3",
+            "voxel size x1.3 in the header: a larger heart",
+            partial(scale_voxel_size, factor=1.3),
+            changes_geometry=True,
         ),
-        Perturbation("inplane_1.3mm", "resampled in-plane to 1.3 mm", partial(resample_in_plane, spacing_mm=1.3)),
-        Perturbation("inplane_2.2mm", "resampled in-plane to 2.2 mm", partial(resample_in_plane, spacing_mm=2.2)),
         Perturbation(
-            "slices_6mm", "resampled through-plane to 6 mm slices", partial(resample_through_plane, spacing_mm=6.0)
+            "inplane_1.3mm",
+            "resampled in-plane to 1.3 mm",
+            partial(resample_in_plane, spacing_mm=1.3),
+            changes_geometry=True,
         ),
-        Perturbation("rotation_30deg", "content rotated 30 degrees in-plane", partial(rotate_in_plane, degrees=30.0)),
+        Perturbation(
+            "inplane_2.2mm",
+            "resampled in-plane to 2.2 mm",
+            partial(resample_in_plane, spacing_mm=2.2),
+            changes_geometry=True,
+        ),
+        Perturbation(
+            "slices_6mm",
+            "resampled through-plane to 6 mm slices",
+            partial(resample_through_plane, spacing_mm=6.0),
+            changes_geometry=True,
+        ),
+        Perturbation(
+            "rotation_30deg",
+            "content rotated 30 degrees in-plane",
+            partial(rotate_in_plane, degrees=30.0),
+            changes_geometry=True,
+        ),
     )
 }

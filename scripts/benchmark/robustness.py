@@ -124,6 +124,8 @@ def _read_frame(image_path: str, label_path: str, frame_index: int | None) -> Fr
 def _patient_frames(records: Sequence[Mapping[str, Any]]) -> tuple[Frame, Frame]:
     """(ED, ES) frames of one patient from its pair records (either direction will do)."""
     record = next((r for r in records if r.get("direction") != "ES_to_ED"), records[0])
+    if not record.get("moving_label") or not record.get("fixed_label"):
+        raise ValueError(f"{record['moving']}: the robustness benchmark needs the label maps of both frames")
     moving = _read_frame(record["moving"], record["moving_label"], record.get("moving_frame"))
     fixed = _read_frame(record["fixed"], record["fixed_label"], record.get("fixed_frame"))
     return (fixed, moving) if record.get("direction") == "ES_to_ED" else (moving, fixed)
