@@ -206,8 +206,10 @@ def test_evaluation_of_a_test_only_folder_records_the_pairs_it_used(evaluated: P
         "num_pairs": 4,
     }
     used = json.loads((evaluated / summary["files"]["datalist_used"]).read_text())
+    patients = sorted(folder.name for folder in (phantom_dataset / "testing").iterdir())
+    assert len(patients) == 2
     assert sorted((record["patient"], record["direction"]) for record in used["test"]) == [
-        (patient, direction) for patient in ("patient101", "patient111") for direction in ("ED_to_ES", "ES_to_ED")
+        (patient, direction) for patient in patients for direction in ("ED_to_ES", "ES_to_ED")
     ]
     assert all(record["moving"].startswith(str(phantom_dataset / "testing")) for record in used["test"])
 

@@ -175,4 +175,4 @@ def test_init_weights_fine_tunes_with_a_fresh_optimizer_and_schedule(
     last = torch.load(tmp_path / "fine_tune" / "models" / "last.pt", weights_only=True)
     epoch_length = last["trainer"]["epoch_length"]
     assert {float(state["step"]) for state in last["optimizer"]["state"].values()} == {float(epoch_length)}
-    assert last["lr_scheduler"]["last_epoch"] == 1 and last["trainer"]["epoch"] == 1
+    assert last["lr_scheduler"]["last_epoch"] == 1 and last["trainer"]["iteration"] == epoch_length
