@@ -1,0 +1,137 @@
+"""Out-of-distribution warning rules: the statistics, the rules, and thresholds set from data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scripts.inference.ood_warning import (
+    FOLDING_PERCENT,
+    MEMORY_CONFIDENCE,
+    SIMILARITY_IMPROVEMENT,
+    WarningThresholds,
+    body_mask,
+    memory_confidence,
+    ood_warnings,
+    otsu_threshold,
+    thresholds_from_statistics,
+    warning_statistics,
+)
+
+SHAPE = (32, 32, 6)
+
+
+def blob_pair(shift: float = 3.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A Gaussian blob on a dim body inside zero padding, and the same shifted by ``shift`` voxels along axis 0.
+
+    Returns (moving, fixed, true_ddf) with ``moving(x + true_ddf) = fixed(x)``.
+    """
+    x, y, _ = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in SHAPE], indexing="ij")
+
+    def image(offset: float) -> torch.Tensor:
+        blob = torch.exp(-((x - 16 - offset) ** 2 + (y - 16) ** 2) / (2 * 3.0**2))
+        body = 0.3 * ((x > 5 + offset) & (x < 26 + offset) & (y > 5) & (y < 26)).float()
+        return torch.maximum(body, blob)[None, None]
+
+    moving, fixed = image(shift), image(0.0)
+    true_ddf = torch.zeros(1, 3, *SHAPE)
+    true_ddf[:, 0] = shift
+    return moving, fixed, true_ddf
+
+
+def test_memory_confidence_is_one_for_a_certain_class_and_zero_for_uniform_probabilities():
+    certain = torch.zeros(1, 4, *SHAPE)
+    certain[:, 2] = 50.0
+    assert float(memory_confidence(certain).min()) == pytest.approx(1.0, abs=1e-6)
+    assert float(memory_confidence(torch.zeros(1, 4, *SHAPE)).max()) == pytest.approx(0.0, abs=1e-6)
+    # two classes at 1/2: H = log 2, confidence 1 - log 2 / log 4 = 1/2
+    halves = torch.zeros(1, 4, *SHAPE)
+    halves[:, :2] = 50.0
+    assert float(memory_confidence(halves).mean()) == pytest.approx(0.5, abs=1e-5)
+
+
+def test_otsu_threshold_splits_two_modes():
+    values = torch.cat([torch.full((300,), 0.1), torch.full((100,), 0.7)])
+    threshold = otsu_threshold(values)
+    assert 0.1 < threshold < 0.7
+
+
+def test_body_mask_excludes_padding_and_air():
+    torch.manual_seed(0)
+    fixed = torch.zeros(1, 1, *SHAPE)
+    fixed[..., 4:28, :, :] = 0.05 + 0.02 * torch.rand(24, 32, 6)  # air inside the field of view
+    fixed[..., 10:20, 10:20, :] = 0.8  # body
+    mask = body_mask(fixed)
+    assert mask.shape == fixed.shape and mask.dtype == torch.bool
+    assert int(mask.sum()) == 10 * 10 * 6 and bool(mask[..., 10:20, 10:20, :].all())
+
+
+def test_statistics_of_a_good_registration_warn_of_nothing():
+    moving, fixed, true_ddf = blob_pair()
+    logits = torch.zeros(1, 4, *SHAPE)
+    logits[:, 0] = 20.0  # a memory certain of every voxel
+    [statistics] = warning_statistics(moving, fixed, true_ddf, logits)
+    assert statistics[MEMORY_CONFIDENCE] == pytest.approx(1.0, abs=1e-4)
+    assert statistics[SIMILARITY_IMPROVEMENT] > 0.5
+    assert statistics[FOLDING_PERCENT] == 0.0
+    assert ood_warnings(statistics) == []
+
+
+def test_identity_registration_warns_that_similarity_barely_improved():
+    moving, fixed, _ = blob_pair()
+    [statistics] = warning_statistics(moving, fixed, torch.zeros(1, 3, *SHAPE))
+    assert statistics[SIMILARITY_IMPROVEMENT] == pytest.approx(0.0, abs=1e-6)
+    assert statistics[MEMORY_CONFIDENCE] is None  # no memory: not judged
+    [warning] = ood_warnings(statistics)
+    assert "barely improved the image similarity" in warning and "--refine_steps" in warning
+
+
+def test_statistics_are_per_pair_in_a_batch():
+    moving, fixed, true_ddf = blob_pair()
+    batch = warning_statistics(
+        torch.cat([moving, moving]), torch.cat([fixed, fixed]), torch.cat([true_ddf, torch.zeros_like(true_ddf)])
+    )
+    assert len(batch) == 2
+    assert batch[0][SIMILARITY_IMPROVEMENT] > 0.5 and batch[1][SIMILARITY_IMPROVEMENT] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_each_rule_names_its_reason():
+    thresholds = WarningThresholds(min_memory_confidence=0.6, min_similarity_improvement=0.05, max_folding_percent=0.5)
+    fine = {MEMORY_CONFIDENCE: 0.9, SIMILARITY_IMPROVEMENT: 0.3, FOLDING_PERCENT: 0.0}
+    assert ood_warnings(fine, thresholds) == []
+    [unsure] = ood_warnings({**fine, MEMORY_CONFIDENCE: 0.3}, thresholds)
+    assert "unsure of the anatomy" in unsure and "0.30" in unsure
+    [folding] = ood_warnings({**fine, FOLDING_PERCENT: 2.5}, thresholds, suggested_refine_steps=20)
+    assert "folds in 2.50 %" in folding and "--refine_steps 20" in folding
+    assert len(ood_warnings({MEMORY_CONFIDENCE: 0.1, SIMILARITY_IMPROVEMENT: -0.2, FOLDING_PERCENT: 3.0})) == 3
+
+
+def test_thresholds_from_statistics_keep_false_alarms_below_the_rate():
+    generator = torch.Generator().manual_seed(0)
+    reference = [
+        {
+            MEMORY_CONFIDENCE: float(0.8 + 0.05 * torch.randn(1, generator=generator)),
+            SIMILARITY_IMPROVEMENT: float(0.3 + 0.05 * torch.randn(1, generator=generator)),
+            FOLDING_PERCENT: float(0.1 * torch.rand(1, generator=generator)),
+        }
+        for _ in range(200)
+    ]
+    thresholds = thresholds_from_statistics(reference, false_alarm_rate=0.05)
+    warned = sum(bool(ood_warnings(statistics, thresholds)) for statistics in reference) / len(reference)
+    assert 0.0 < warned <= 0.05
+    # a pair far outside the reference on one statistic is caught
+    assert ood_warnings({**reference[0], MEMORY_CONFIDENCE: 0.4}, thresholds)
+
+
+def test_thresholds_fall_back_for_a_statistic_the_reference_lacks():
+    reference = [{MEMORY_CONFIDENCE: None, SIMILARITY_IMPROVEMENT: 0.2, FOLDING_PERCENT: 0.0}] * 10
+    thresholds = thresholds_from_statistics(reference, fallback=WarningThresholds(min_memory_confidence=0.42))
+    assert thresholds.min_memory_confidence == 0.42
+    assert math.isclose(thresholds.min_similarity_improvement, 0.2)
+
+
+def test_thresholds_need_reference_pairs():
+    with pytest.raises(ValueError, match="reference statistics are empty"):
+        thresholds_from_statistics([])
