@@ -27,8 +27,9 @@ from scripts.benchmark.classical.elastix import ELASTIX_PARAMETERS, elastix_ddf,
 
 __all__ = ["CLASSICAL_METHODS", "ClassicalMethod"]
 
-# (moving (H, W, D), fixed (H, W, D), spacing mm, threads or None) -> (3, H, W, D) float32 field in voxels.
-RegisterFunction = Callable[[np.ndarray, np.ndarray, Sequence[float], "int | None"], np.ndarray]
+# register(moving (H, W, D), fixed (H, W, D), spacing mm, [parameters], threads=None) -> (3, H, W, D) float32 field
+# in voxels; parameters default to the tool's own (the ``parameters`` of its ClassicalMethod).
+RegisterFunction = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ClassicalMethod:
 
     def ddf(self, moving: np.ndarray, fixed: np.ndarray, spacing: Sequence[float], threads: int | None) -> np.ndarray:
         """(3, H, W, D) float32 voxel field registering ``moving`` to ``fixed`` (both (H, W, D))."""
-        return self.register(moving, fixed, spacing, threads=threads)  # type: ignore[call-arg]
+        return self.register(moving, fixed, spacing, threads=threads)
 
 
 CLASSICAL_METHODS: dict[str, ClassicalMethod] = {
