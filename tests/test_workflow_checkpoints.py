@@ -14,11 +14,18 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from scripts.checkpoint_card import card_path, check_card
+from scripts.checkpoint_card import card_path, check_card, file_sha256
 from scripts.checkpoint_card import main as checkpoint_card_main
 from scripts.checkpoint_card import read_card, write_card
-from scripts.engine import BestModelSaver, TrainingStateSaver, WeightsLoader, refuse_shipped_files, shipped_files
-from scripts.errors import CheckpointError, InvalidInputError, OutputCollisionError
+from scripts.engine import (
+    BestModelSaver,
+    TrainingStateLoader,
+    TrainingStateSaver,
+    WeightsLoader,
+    refuse_shipped_files,
+    shipped_files,
+)
+from scripts.errors import CheckpointError, InvalidInputError, MissingInputError, OutputCollisionError
 from scripts.inference.checkpoint import load_network_weights
 from scripts.networks import bundle_network
 
@@ -131,13 +138,15 @@ def test_weights_loader_loads_the_weights_when_the_engine_starts(tiny_weights: P
     assert not all(torch.equal(value, expected[name]) for name, value in network.state_dict().items())
     engine.run([0], max_epochs=1)
     assert all(torch.equal(value, expected[name]) for name, value in network.state_dict().items())
-    assert loader.record.sha256 == read_sha(tiny_weights)
+    assert loader.record.sha256 == file_sha256(tiny_weights)
 
 
-def read_sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def test_resuming_without_a_training_state_names_the_file(tmp_path: Path) -> None:
+    loader = TrainingStateLoader(tmp_path / "last.pt", {"model": torch.nn.Linear(1, 1)})
+    engine = Engine(lambda engine, batch: None)
+    loader.attach(engine)
+    with pytest.raises(MissingInputError, match=rf"{tmp_path / 'last.pt'}: no training state to resume from"):
+        engine.run([0], max_epochs=1)
 
 
 def test_card_command_writes_the_card_of_existing_weights(tiny_weights: Path, tmp_path: Path, capsys) -> None:
