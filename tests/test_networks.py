@@ -123,12 +123,14 @@ def test_ablation_switch_changes_what_is_built() -> None:
         MemWarp("unet")
 
 
-def test_paper_preset_parameter_count_is_within_one_percent_of_47_78_million() -> None:
+def test_paper_preset_parameter_count_is_within_two_percent_of_47_78_million() -> None:
+    # 48.50 M: the (3, 3, 1) upsampling convolutions (0.5.0, no row stripes) hold 9/4 of the weights of the paper's
+    # (2, 2, 1) transposed convolutions; with those the preset had 47.96 M.
     count = sum(p.numel() for p in memwarp_network("paper").parameters())
-    assert abs(count - 47.78e6) / 47.78e6 < 0.01, count
+    assert count == 48_498_573 and abs(count - 47.78e6) / 47.78e6 < 0.02, count
 
 
-@pytest.mark.parametrize("preset, count", [("compact", 126_413), ("compact_v0.3", 451_033), ("compact_v0.2", 559_589)])
+@pytest.mark.parametrize("preset, count", [("compact", 459_433)])
 def test_compact_presets_have_the_documented_parameter_counts(preset: str, count: int) -> None:
     assert sum(p.numel() for p in memwarp_network(preset).parameters()) == count
 

@@ -26,8 +26,6 @@ __all__ = ["MODELS", "SpeedResult", "measure", "measure_in_subprocess", "timed_r
 # name -> (architecture, preset); the comparators share the compact preset's widths.
 MODELS: dict[str, tuple[str, str]] = {
     "compact": ("memwarp", "compact"),
-    "compact_v0.3": ("memwarp", "compact_v0.3"),
-    "compact_v0.2": ("memwarp", "compact_v0.2"),
     "paper": ("memwarp", "paper"),
     "lapwarp": ("lapwarp", "compact"),
     "lkunet": ("lkunet", "compact"),

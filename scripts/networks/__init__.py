@@ -11,7 +11,7 @@
 - memwarp: the assembled model and its ablation switch.
 - voxelmorph_comparator: MONAI VoxelMorph with the same output dict.
 - ddf_network: the bundle's network_def wrapper.
-- presets: "paper", "compact" (shipped), "compact_v0.3" and "compact_v0.2" (shipped in 0.3.0 and 0.1.0-0.2.0)
+- presets: "paper", "compact" (shipped)
   and "tiny" (tests).
 """
 
