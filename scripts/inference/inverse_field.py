@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from scripts.geometry import voxel_to_world_displacement
-from scripts.monai_compat import GridCachingWarp
+from scripts.networks.warp_layers import GridCachingWarp
 
 __all__ = [
     "DEFAULT_INVERSION_TOLERANCE",
