@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from scripts.labels import IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
 from scripts.warping import in_plane_pyramid, one_hot_labels, warp_image
 
 __all__ = ["MemWarpLoss", "soft_dice_loss", "diffusion_regularisation"]
@@ -102,7 +103,7 @@ class MemWarpLoss(torch.nn.Module):
         region_dice_weight: float = 1.0,
         regularisation_weight: float = 0.01,
         level_weights: Sequence[float] = (1.0, 0.5, 0.25),
-        num_classes: int = 4,
+        num_classes: int = NUM_CLASSES,
         blur_sigma: float = 1.0,
     ) -> None:
         super().__init__()
@@ -133,8 +134,8 @@ class MemWarpLoss(torch.nn.Module):
         level_ddfs: Sequence[torch.Tensor] = output["level_ddfs"]  # type: ignore[assignment]
         residuals: Sequence[torch.Tensor] = output["residuals"]  # type: ignore[assignment]
         logits: Sequence[torch.Tensor] = output.get("anatomical_logits") or []  # type: ignore[assignment]
-        moving, fixed = targets["moving"], targets["fixed"]
-        moving_label, fixed_label = targets.get("moving_label"), targets.get("fixed_label")
+        moving, fixed = (targets[key] for key in IMAGE_KEYS)
+        moving_label, fixed_label = (targets.get(key) for key in LABEL_KEYS)
 
         num_levels = min(len(self.level_weights), len(level_ddfs))
         if num_levels == 0:

@@ -1,4 +1,4 @@
-"""Registration metrics of the evaluation protocol (all on the 128 x 128 x 16 grid, 1.8 x 1.8 x 10 mm).
+"""Registration metrics of the evaluation protocol (all on the network grid, ``scripts.labels.NETWORK_SPATIAL_SIZE``).
 
 Pure functions on torch tensors (numpy arrays are accepted and converted); results are torch
 tensors on the input's device with one value per batch element, computed without gradients.
@@ -25,11 +25,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_hausdorff_distance
 
+from scripts.labels import NETWORK_PIXDIM_MM, STRUCTURE_NAMES
+from scripts.monai_compat import hausdorff_distance_without_deprecation_warning
 from scripts.warping import warp_labels_nearest
 
 __all__ = [
+    "STRUCTURE_LABELS",
     "STRUCTURE_NAMES",
     "ACDC_SPACING_MM",
     "JACOBIAN_BORDER",
@@ -43,8 +45,10 @@ __all__ = [
     "segmentation_dice",
 ]
 
-STRUCTURE_NAMES: dict[int, str] = {1: "rv", 2: "lvm", 3: "lvbp"}
-ACDC_SPACING_MM: tuple[float, float, float] = (1.8, 1.8, 10.0)
+# The spacing of the evaluation grid (the network grid), mm along (H, W, D).
+ACDC_SPACING_MM: tuple[float, float, float] = NETWORK_PIXDIM_MM
+# The scored structures (label values), all but the background.
+STRUCTURE_LABELS: tuple[int, ...] = tuple(STRUCTURE_NAMES)
 JACOBIAN_BORDER = 2
 
 
@@ -72,7 +76,9 @@ def _name(label: int) -> str:
 
 @torch.no_grad()
 def dice_per_structure(
-    pred_label: torch.Tensor | np.ndarray, target_label: torch.Tensor | np.ndarray, labels: Sequence[int] = (1, 2, 3)
+    pred_label: torch.Tensor | np.ndarray,
+    target_label: torch.Tensor | np.ndarray,
+    labels: Sequence[int] = STRUCTURE_LABELS,
 ) -> torch.Tensor:
     """Dice 2|P & T| / (|P| + |T|) per structure.
 
@@ -102,7 +108,7 @@ def hd95_per_structure(
     pred_label: torch.Tensor | np.ndarray,
     target_label: torch.Tensor | np.ndarray,
     spacing: Sequence[float] = ACDC_SPACING_MM,
-    labels: Sequence[int] = (1, 2, 3),
+    labels: Sequence[int] = STRUCTURE_LABELS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """95th-percentile symmetric Hausdorff distance in millimetres per structure.
 
@@ -131,16 +137,13 @@ def hd95_per_structure(
             # a structure missing from either mask has no finite distance: leave NaN, skip MONAI's warning
             if not (pred_mask[batch].any() and target_mask[batch].any()):
                 continue
-            with warnings.catch_warnings():
-                # MONAI 1.6.1 passes its own deprecated get_mask_edges argument internally
-                warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-                distances[batch, index] = compute_hausdorff_distance(
-                    pred_mask[batch][None, None].float(),
-                    target_mask[batch][None, None].float(),
-                    include_background=True,
-                    percentile=95,
-                    spacing=[float(s) for s in spacing],
-                )[0, 0].double()
+            distances[batch, index] = hausdorff_distance_without_deprecation_warning(
+                pred_mask[batch][None, None].float(),
+                target_mask[batch][None, None].float(),
+                include_background=True,
+                percentile=95,
+                spacing=[float(s) for s in spacing],
+            )[0, 0].double()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = torch.nanmean(distances, dim=1)
@@ -251,7 +254,7 @@ def registration_metrics(
     moving_label: torch.Tensor | np.ndarray,
     fixed_label: torch.Tensor | np.ndarray,
     spacing: Sequence[float] = ACDC_SPACING_MM,
-    labels: Sequence[int] = (1, 2, 3),
+    labels: Sequence[int] = STRUCTURE_LABELS,
     border: int = JACOBIAN_BORDER,
 ) -> dict[str, torch.Tensor]:
     """All per-pair registration metrics of the evaluation protocol.
@@ -293,7 +296,7 @@ def registration_metrics(
 def segmentation_dice(
     anatomical_logits: torch.Tensor | np.ndarray,
     fixed_label: torch.Tensor | np.ndarray,
-    labels: Sequence[int] = (1, 2, 3),
+    labels: Sequence[int] = STRUCTURE_LABELS,
 ) -> dict[str, torch.Tensor]:
     """Dice of the memory's segmentation of the fixed image (argmax over classes) per structure.
 

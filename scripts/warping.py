@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from scripts.networks.warp_layers import GridCachingWarp
+from scripts.monai_compat import GridCachingWarp
 
 __all__ = [
     "warp_image",

@@ -140,12 +140,12 @@ def test_accuracy_mode_rejects_a_malformed_method(capsys) -> None:
 
 
 def test_a_method_may_name_its_own_preset() -> None:
-    spec = parse_method("MemWarp 0.2.0=memwarp@compact_v0.2:old/model.pt")
+    spec = parse_method("MemWarp paper=memwarp@paper:runs/paper/models/model.pt")
     assert (spec.name, spec.architecture, spec.preset, spec.checkpoint) == (
-        "MemWarp 0.2.0",
+        "MemWarp paper",
         "memwarp",
-        "compact_v0.2",
-        "old/model.pt",
+        "paper",
+        "runs/paper/models/model.pt",
     )
     assert parse_method("LapWarp=lapwarp:runs/a:b.pt").preset is None  # a colon may sit in the path
 

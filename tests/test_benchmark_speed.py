@@ -39,7 +39,7 @@ def test_speed_benchmark_writes_results_ratios_and_the_floor(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(output.read_text())
     assert set(report["results"]) == {"compact", "voxelmorph"}
-    assert report["results"]["compact"]["parameters"] == 459433
+    assert report["results"]["compact"]["parameters"] == 459_433
     assert report["ratios"]["voxelmorph_over_compact_inference"] > 0
     assert report["warp_floor"]["grid_samples"] == 37
     assert "after 0 warm-ups" in report["protocol"]["inference"]

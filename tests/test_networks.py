@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from monai.networks.blocks import DVF2DDF, Warp
@@ -21,6 +24,10 @@ from scripts.networks import (
 from scripts.networks.blocks import per_level
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+# State-dict keys and shapes of bundle_network(architecture, "compact") when the CPU pass was split off the
+# architecture (commit 9421c62): the checkpoints of training runs since then must keep loading.
+STATE_DICT_SNAPSHOT = Path(__file__).parent / "snapshots" / "compact_state_dicts.json"
 
 
 def _pair(
@@ -123,26 +130,41 @@ def test_ablation_switch_changes_what_is_built() -> None:
         MemWarp("unet")
 
 
-def test_paper_preset_parameter_count_is_within_two_percent_of_47_78_million() -> None:
-    # 48.50 M: the (3, 3, 1) upsampling convolutions (0.5.0, no row stripes) hold 9/4 of the weights of the paper's
-    # (2, 2, 1) transposed convolutions; with those the preset had 47.96 M.
+def test_paper_preset_has_the_papers_parameter_count_plus_the_upsampling_convolutions() -> None:
+    # The paper reports 47.78 M. Its decoder upsamples with (2, 2, 1) transposed convolutions, ours with (3, 3, 1)
+    # convolutions (UpsampleInPlane): 5 more weights per channel pair, 0.54 M more over the four levels.
     count = sum(p.numel() for p in memwarp_network("paper").parameters())
-    assert count == 48_498_573 and abs(count - 47.78e6) / 47.78e6 < 0.02, count
+    assert count == 48_498_573
+    assert abs(count - 47.78e6) / 47.78e6 < 0.02
 
 
-@pytest.mark.parametrize("preset, count", [("compact", 459_433)])
-def test_compact_presets_have_the_documented_parameter_counts(preset: str, count: int) -> None:
-    assert sum(p.numel() for p in memwarp_network(preset).parameters()) == count
+def test_compact_preset_has_the_documented_widths_and_parameter_count() -> None:
+    network = memwarp_network("compact")
+    assert network.encoder.channels == (2, 8, 16, 32, 32)
+    assert sum(p.numel() for p in network.parameters()) == 459_433
 
 
-def test_warp_with_a_known_shift_moves_the_image_by_that_shift() -> None:
+@pytest.mark.parametrize("architecture", ["memwarp", "lapwarp", "lkunet"])
+def test_compact_checkpoints_keep_their_state_dict_keys_and_shapes(architecture: str) -> None:
+    expected = json.loads(STATE_DICT_SNAPSHOT.read_text())[architecture]
+    state = bundle_network(architecture, "compact").state_dict()
+    assert list(state) == list(expected)
+    assert {key: list(value.shape) for key, value in state.items()} == expected
+
+
+def test_network_warps_the_moving_image_by_its_field_in_voxel_units(monkeypatch) -> None:
     # Voxel-unit convention: warped(x) = moving(x + ddf(x)), channel i along spatial axis i.
-    moving = torch.zeros(1, 1, 16, 16, 8)
-    moving[0, 0, 9, 5, 6] = 1.0
-    ddf = torch.zeros(1, 3, 16, 16, 8)
-    ddf[:, 0], ddf[:, 1], ddf[:, 2] = 2.0, -3.0, 1.0
-    warped = Warp(mode="bilinear", padding_mode="zeros")(moving, ddf)
-    assert warped[0, 0, 7, 8, 5].item() == pytest.approx(1.0)
+    net = memwarp_network("tiny").eval()
+    shift = torch.tensor([2.0, -3.0, 1.0]).view(1, 3, 1, 1, 1)
+    fields = [shift.expand(1, 3, 32 // 2**level, 32 // 2**level, 4).contiguous() for level in range(5)]
+    monkeypatch.setattr(
+        net.decoder, "forward", lambda features: {"level_ddfs": fields, "residuals": fields, "anatomical_logits": []}
+    )
+    moving = torch.zeros(1, 1, 32, 32, 4)
+    moving[0, 0, 9, 5, 2] = 1.0
+    with torch.no_grad():
+        warped = net(moving, torch.rand(1, 1, 32, 32, 4))["warped"]
+    assert warped[0, 0, 7, 8, 1].item() == pytest.approx(1.0)
     assert warped.sum().item() == pytest.approx(1.0)
 
 

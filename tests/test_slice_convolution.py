@@ -1,4 +1,4 @@
-"""Small batch-1 in-plane convolutions computed as 2-D convolutions of the slices: same numbers as F.conv3d."""
+"""Small batch-1 in-plane convolutions run as 2-D convolutions of the slices (CPU pass): the numbers of F.conv3d."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from scripts.networks import memwarp_network
-from scripts.networks import slice_convolution as slice_module
-from scripts.networks.slice_convolution import SMALL_INPUT_ELEMENTS, Conv3d, conv3d, runs_as_slice_convolution
+from scripts.networks.cpu import optimise_for_cpu
+from scripts.networks.cpu import slice_convolution as slice_module
+from scripts.networks.cpu.slice_convolution import SMALL_INPUT_ELEMENTS, SliceConv3d, conv3d, runs_as_slice_convolution
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -86,7 +87,7 @@ def test_slice_convolution_has_the_gradients_of_conv3d() -> None:
 
 def test_conv3d_module_keeps_the_parameters_and_state_dict_of_nn_conv3d() -> None:
     reference = nn.Conv3d(4, 3, (3, 3, 1), padding=(1, 1, 0))
-    ours = Conv3d(4, 3, (3, 3, 1), padding=(1, 1, 0))
+    ours = SliceConv3d(4, 3, (3, 3, 1), padding=(1, 1, 0))
     assert list(ours.state_dict()) == list(reference.state_dict())
     ours.load_state_dict(reference.state_dict())
     x = torch.randn(1, 4, 16, 16, 8)
@@ -96,7 +97,7 @@ def test_conv3d_module_keeps_the_parameters_and_state_dict_of_nn_conv3d() -> Non
 
 def test_network_at_batch_one_runs_its_coarse_in_plane_convolutions_per_slice_with_the_same_fields(monkeypatch) -> None:
     torch.manual_seed(0)
-    network = memwarp_network("compact").eval()
+    network = optimise_for_cpu(memwarp_network("compact")).eval()
     moving, fixed = torch.rand(1, 1, 128, 128, 16), torch.rand(1, 1, 128, 128, 16)
     decide = slice_module.runs_as_slice_convolution
     decisions: list[bool] = []

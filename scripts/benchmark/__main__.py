@@ -1,8 +1,7 @@
 """``python -m scripts.benchmark``: speed and memory of compact, paper, LapWarp, LKU-Net and MONAI VoxelMorph.
 
-All of them (and ``compact_v0.3`` and ``compact_v0.2``, the compact presets of versions 0.3.0 and
-0.1.0-0.2.0) are measured in one run on this machine and compared by ratios, so the figures do not depend
-on the machine being the same as the one in docs/README.md.
+All of them are measured in one run on this machine and compared by ratios, so the figures do not depend on
+the machine being the same as the one in docs/README.md.
 
 ``python -m scripts.benchmark accuracy ...`` is the accuracy mode: the paper's Table 1 (plus end-point error on
 the phantom) from trained checkpoints, see :mod:`scripts.benchmark.accuracy`. ``python -m scripts.benchmark cine ...``
@@ -30,6 +29,7 @@ import torch
 from scripts.atomic_files import write_text_atomically
 from scripts.benchmark.speed import MODELS, as_dict, measure_in_subprocess, speed_result
 from scripts.benchmark.warp_floor import measure_warp_floor
+from scripts.labels import NETWORK_SPATIAL_SIZE
 
 # Directed training pairs per epoch in the reference split, and the budget for the shipped weights.
 TRAINING_PAIRS_PER_EPOCH = 170
@@ -39,7 +39,7 @@ TRAINING_BUDGET_HOURS = 2.5
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--spatial_size", nargs=3, type=int, default=[128, 128, 16])
+    parser.add_argument("--spatial_size", nargs=3, type=int, default=list(NETWORK_SPATIAL_SIZE))
     parser.add_argument("--repeats", type=int, default=5, help="timed iterations per model and mode (median)")
     parser.add_argument("--paper_training_repeats", type=int, default=1, help="the paper preset's step takes minutes")
     parser.add_argument(
@@ -112,14 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.benchmark.accuracy import main as accuracy_main
 
         return accuracy_main(arguments[1:])
-    if arguments[:1] == ["cine"]:
-        from scripts.benchmark.cine import main as cine_main
-
-        return cine_main(arguments[1:])
     if arguments[:1] == ["robustness"]:
         from scripts.benchmark.robustness import main as robustness_main
 
         return robustness_main(arguments[1:])
+    if arguments[:1] == ["cine"]:
+        from scripts.benchmark.cine import main as cine_main
+
+        return cine_main(arguments[1:])
     if arguments[:1] == ["throughput"]:
         from scripts.benchmark.throughput import main as throughput_main
 

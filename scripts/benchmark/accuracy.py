@@ -2,7 +2,7 @@
 
 Every method sees the same preprocessed pairs (``scripts.data.registration_preprocessing``, the evaluation's) and is
 scored by the same code as ``configs/evaluate.json`` (``scripts.evaluation.pair_metrics``: Dice, HD95, SDlogJ,
-folding on the 128 x 128 x 16 grid), plus the end-point error against the phantom's true motion
+folding on the network grid), plus the end-point error against the phantom's true motion
 (``scripts.benchmark.endpoint_error``) when the data set carries true fields. Rows: "Initial" (identity), ANTs SyN
 (``--ants``, antspyx), and one row per ``--method "NAME=ARCHITECTURE[@PRESET]:CHECKPOINT"`` (a state dict of
 ``scripts.networks.bundle_network(ARCHITECTURE, PRESET or --preset)``).
@@ -52,7 +52,9 @@ from scripts.evaluation import (
     write_json_atomic,
 )
 from scripts.inference.checkpoint import load_network_weights
+from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 from scripts.networks import bundle_network
+from scripts.networks.cpu import optimise_for_device
 
 __all__ = ["ACCURACY_METRICS", "MethodSpec", "accuracy_table", "main", "parse_method", "run_accuracy"]
 
@@ -77,7 +79,7 @@ def parse_method(text: str) -> MethodSpec:
     """``"NAME=ARCHITECTURE[@PRESET]:CHECKPOINT"`` -> :class:`MethodSpec`.
 
     NAME may contain spaces, e.g. "LapWarp (6 ep)"; ``@PRESET`` scores a checkpoint of another preset in
-    the same run, e.g. ``"MemWarp 0.2.0=memwarp@compact_v0.2:old/model.pt"``.
+    the same run, e.g. ``"MemWarp paper=memwarp@paper:runs/paper/models/model.pt"``.
     """
     pattern = r"(?P<name>[^=]+)=(?P<architecture>[a-z_]+)(@(?P<preset>[A-Za-z0-9_.]+))?:(?P<checkpoint>.+)"
     match = re.fullmatch(pattern, text.strip())
@@ -96,8 +98,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", dest="methods", action="append", type=parse_method, default=[])
     parser.add_argument("--preset", default="compact", help="network preset of the --method rows without @PRESET")
     parser.add_argument("--ants", action="store_true", help="add the ANTs SyN row (needs antspyx)")
-    parser.add_argument("--spatial_size", nargs=3, type=int, default=[128, 128, 16])
-    parser.add_argument("--pixdim", nargs=3, type=float, default=[1.8, 1.8, 10.0])
+    parser.add_argument("--spatial_size", nargs=3, type=int, default=list(NETWORK_SPATIAL_SIZE))
+    parser.add_argument("--pixdim", nargs=3, type=float, default=list(NETWORK_PIXDIM_MM))
     parser.add_argument("--max_pairs", type=int, default=0, help="score only the first N pairs (0: all)")
     parser.add_argument("--threads", type=int, default=None, help="torch and ITK threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
@@ -122,7 +124,7 @@ def network_field_function(spec: MethodSpec, preset: str, device: torch.device) 
     """Build the network of ``spec``, load its checkpoint (weights_only) and return its field function."""
     network = bundle_network(spec.architecture, preset)
     load_network_weights(network, spec.checkpoint, map_location="cpu")
-    network = network.to(device).eval()
+    network = optimise_for_device(network, device).eval()
 
     def field(moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.inference_mode():

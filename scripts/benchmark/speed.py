@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 
+from scripts.labels import IMAGE_KEYS, LABEL_KEYS, NETWORK_SPATIAL_SIZE, NUM_CLASSES
 from scripts.losses import MemWarpLoss
 from scripts.networks import registration_network
+from scripts.networks.cpu import optimise_for_device
 
 __all__ = ["MODELS", "SpeedResult", "measure", "measure_in_subprocess", "timed_runs"]
 
@@ -82,18 +84,15 @@ def timed_runs(step: Callable[[], None], repeats: int, warmup: int, device: torc
 def _pair(batch: int, spatial_size: tuple[int, int, int], device: torch.device) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     shape = (batch, 1, *spatial_size)
-    return {
-        "moving": torch.rand(shape, generator=generator).to(device),
-        "fixed": torch.rand(shape, generator=generator).to(device),
-        "moving_label": torch.randint(0, 4, shape, generator=generator).float().to(device),
-        "fixed_label": torch.randint(0, 4, shape, generator=generator).float().to(device),
-    }
+    images = {key: torch.rand(shape, generator=generator).to(device) for key in IMAGE_KEYS}
+    labels = {key: torch.randint(0, NUM_CLASSES, shape, generator=generator).float().to(device) for key in LABEL_KEYS}
+    return {**images, **labels}
 
 
 def measure(
     name: str,
     mode: str,
-    spatial_size: tuple[int, int, int] = (128, 128, 16),
+    spatial_size: tuple[int, int, int] = NETWORK_SPATIAL_SIZE,
     repeats: int = 3,
     warmup: int = 1,
     device: str = "cpu",
@@ -102,6 +101,7 @@ def measure(
     """Measure one model in one mode.
 
     ``mode`` is "inference" (batch 1, no grad) or "training" (batch 2: forward, MemWarp loss, backward, Adam step).
+    The network runs as the bundle runs it on ``device`` (:func:`scripts.networks.cpu.optimise_for_device`).
     """
     warnings.filterwarnings("ignore", category=UserWarning)
     if threads:
@@ -109,7 +109,7 @@ def measure(
     torch.manual_seed(0)
     target = torch.device(device)
     architecture, preset = MODELS[name]
-    network = registration_network(architecture, preset).to(target)
+    network = optimise_for_device(registration_network(architecture, preset), target)
     parameters = sum(p.numel() for p in network.parameters())
     if mode == "inference":
         batch = _pair(1, spatial_size, target)

@@ -17,9 +17,11 @@ from typing import Any
 import torch
 
 from scripts.benchmark.speed import timed_runs
+from scripts.labels import NETWORK_SPATIAL_SIZE
+from scripts.monai_compat import GridCachingWarp, scaling_and_squaring
 from scripts.networks import PRESETS
-from scripts.networks.fields import to_layout, upsample_field_in_plane
-from scripts.networks.warp_layers import GridCachingWarp, scaling_and_squaring
+from scripts.networks.cpu import to_layout
+from scripts.networks.fields import upsample_field_in_plane
 
 __all__ = ["measure_warp_floor", "warp_calls"]
 
@@ -46,7 +48,7 @@ def warp_calls(channels: tuple[int, ...], spatial_size: tuple[int, int, int]) ->
 
 def measure_warp_floor(
     preset: str = "compact",
-    spatial_size: tuple[int, int, int] = (128, 128, 16),
+    spatial_size: tuple[int, int, int] = NETWORK_SPATIAL_SIZE,
     repeats: int = 3,
     warmup: int = 3,
     device: str = "cpu",
@@ -58,16 +60,16 @@ def measure_warp_floor(
     target = torch.device(device)
     config = PRESETS[preset]
     channels = tuple(config["channels"])
-    channels_last_levels = config.get("channels_last_levels", 0)
+    # On a CPU the network runs channels-last (scripts.networks.cpu), elsewhere in the standard layout.
+    channels_last = target.type == "cpu"
     warp, integrate = GridCachingWarp(), scaling_and_squaring(7)
     generator = torch.Generator().manual_seed(0)
     calls = warp_calls(channels, spatial_size)
     inputs = []
     for kind, level, shape in calls:
-        # Each tensor in the layout its level computes in, as in the network; fields of up to 0.5 voxel.
-        layout = level < channels_last_levels
-        tensor = to_layout((torch.rand(shape, generator=generator) - 0.5).to(target), layout)
-        field = to_layout((torch.rand((1, 3, *shape[2:]), generator=generator) - 0.5).to(target), layout)
+        # Each tensor in the layout the network computes in; fields of up to 0.5 voxel.
+        tensor = to_layout((torch.rand(shape, generator=generator) - 0.5).to(target), channels_last)
+        field = to_layout((torch.rand((1, 3, *shape[2:]), generator=generator) - 0.5).to(target), channels_last)
         inputs.append((kind, tensor, field))
 
     def step() -> None:

@@ -33,7 +33,6 @@ messages naming the file; raised as themselves through the Compose objects built
 """
 
 from scripts.data.acdc import GROUPS, PatientFrames, find_patient_dirs, find_patient_frames, patient_id, read_info_cfg
-from scripts.data.compose import RegistrationCompose
 from scripts.data.datalist import (
     DIRECTIONS,
     REFERENCE_SPLIT_PATIENTS,
@@ -55,10 +54,10 @@ from scripts.data.preprocessing import (
 from scripts.data.transforms import (
     LoadFramed,
     RandSwapMovingFixedd,
-    RecordSafeSpacingd,
     ResampleMovingToFixedd,
     ValidateRegistrationInputd,
 )
+from scripts.monai_compat import RecordSafeSpacingd, RegistrationCompose
 
 __all__ = [
     "DIRECTIONS",

@@ -36,17 +36,10 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
-from scripts.data.compose import RegistrationCompose
 from scripts.data.domain_randomisation import domain_randomisation as domain_randomisation_chain
-from scripts.data.transforms import (
-    LoadFramed,
-    RandSwapMovingFixedd,
-    RecordSafeSpacingd,
-    ResampleMovingToFixedd,
-    ValidateRegistrationInputd,
-    WeightsOnlyMetad,
-)
+from scripts.data.transforms import LoadFramed, RandSwapMovingFixedd, ResampleMovingToFixedd, ValidateRegistrationInputd
 from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
+from scripts.monai_compat import RecordSafeSpacingd, RegistrationCompose, WeightsOnlyMetad
 
 __all__ = [
     "FRAME_KEYS",

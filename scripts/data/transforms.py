@@ -3,8 +3,6 @@
 - :class:`LoadFramed`: load NIfTI files, picking one frame of a 4D cine when the record gives its index.
 - :class:`ValidateRegistrationInputd`: refuse inputs the network cannot use, naming the file.
 - :class:`ResampleMovingToFixedd`: put the moving image (and label) on the fixed image's grid when they differ.
-- :class:`RecordSafeSpacingd`: MONAI's ``Spacingd`` minus a legacy step that breaks on pair records.
-- :class:`WeightsOnlyMetad`: metadata that ``torch.load(weights_only=True)`` can read back (PersistentDataset).
 - :class:`RandSwapMovingFixedd`: the random ED/ES swap augmentation.
 
 All are deterministic (cacheable) except the swap, which is random and belongs after any cache.
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -28,7 +25,6 @@ from monai.transforms import (
     MapTransform,
     RandomizableTransform,
     ResampleToMatch,
-    Spacingd,
 )
 from monai.utils import ImageMetaKey, TraceKeys
 from monai.utils.enums import MetaKeys
@@ -38,10 +34,8 @@ from scripts.data.errors import InvalidInputError, MissingInputError
 __all__ = [
     "LoadFramed",
     "RandSwapMovingFixedd",
-    "RecordSafeSpacingd",
     "ResampleMovingToFixedd",
     "ValidateRegistrationInputd",
-    "WeightsOnlyMetad",
 ]
 
 FRAME_META_KEY = "frame_index"
@@ -302,89 +296,6 @@ class ResampleMovingToFixedd(MapTransform, InvertibleTransform):
             # only keys that were actually resampled carry an operation to undo
             if operations and operations[-1].get(TraceKeys.CLASS_NAME) == ResampleToMatch.__name__:
                 d[key] = self.resampler.inverse(d[key])
-        return d
-
-
-class RecordSafeSpacingd(Spacingd):
-    """``monai.transforms.Spacingd`` (same arguments, same inverse) that leaves other record keys alone.
-
-    In MONAI 1.6.1, ``Spacingd`` on a NIfTI-loaded key ``k`` calls ``d[x].update(meta)`` for EVERY record key
-    ``x`` starting with ``k + "_"``, taking it for a legacy metadata dict. Pair records have ``"moving_label"``
-    and ``"moving_frame"`` next to ``"moving"``, so the stock transform fails (MetaTensor/int has no
-    ``update``). This override does the resampling only; metadata travels on the MetaTensors.
-    """
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, Any]:
-        d: dict[Hashable, Any] = dict(data)
-        initial_shape, initial_pixdim, should_match, output_shape = None, None, False, None
-        lazy_ = self.lazy if lazy is None else lazy
-        for key, mode, padding_mode, align_corners, dtype, scale_extent in self.key_iterator(
-            d, self.mode, self.padding_mode, self.align_corners, self.dtype, self.scale_extent
-        ):
-            # as in Spacingd: keys on one grid get one output shape despite floating-point round-off
-            if self.ensure_same_shape and isinstance(d[key], MetaTensor):
-                if initial_shape is None:
-                    initial_shape, initial_pixdim = d[key].peek_pending_shape(), d[key].pixdim
-                else:
-                    should_match = np.allclose(initial_shape, d[key].peek_pending_shape()) and np.allclose(
-                        initial_pixdim, d[key].pixdim, atol=1e-3
-                    )
-            d[key] = self.spacing_transform(
-                data_array=d[key],
-                mode=mode,
-                padding_mode=padding_mode,
-                align_corners=align_corners,
-                dtype=dtype,
-                scale_extent=scale_extent,
-                output_spatial_shape=output_shape if should_match else None,
-                lazy=lazy_,
-            )
-            if output_shape is None:
-                output_shape = d[key].peek_pending_shape() if isinstance(d[key], MetaTensor) else d[key].shape[1:]
-        return d
-
-
-# MONAI allowlists MetaKeys and SpaceKeys for torch.load(weights_only=True) but not TraceKeys, and
-# PersistentDataset (reset_ops_id=True) writes TraceKeys.NONE into every traced operation AFTER the transforms
-# ran, so without this its cache of any invertible pipeline never loads. Allowlisting a MONAI string enum is safe.
-torch.serialization.add_safe_globals([TraceKeys])
-
-
-def _weights_only_safe(value: Any) -> Any:
-    """``value`` with numpy arrays/scalars turned into tensors/Python scalars and enum members (e.g. the
-    ``TraceKeys`` keying every traced operation) into their plain values, recursively through dicts/lists."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {_weights_only_safe(k): _weights_only_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_weights_only_safe(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_weights_only_safe(v) for v in value)
-    return value
-
-
-class WeightsOnlyMetad(MapTransform):
-    """Replace numpy arrays and enum members in MetaTensor metadata and traced operations by tensors and strings.
-
-    ``PersistentDataset`` reads its cache with ``torch.load(weights_only=True)``, which refuses numpy arrays
-    (the NIfTI header fields, ``original_affine``, Orientation's traced affine) and the ``TraceKeys`` enum
-    members keying the traced operations (string-valued: plain strings look them up alike). MONAI 1.6.1 then
-    reports the file as corrupt, deletes it and recomputes it on every access: a cache that never hits. Tensors
-    load fine, and MONAI's own consumers (``Invertd``, writers, collation) accept them (collation converts
-    numpy arrays in metadata to tensors anyway).
-    """
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            if isinstance(d[key], MetaTensor):
-                d[key].meta = _weights_only_safe(dict(d[key].meta))
-                d[key].applied_operations = _weights_only_safe(list(d[key].applied_operations))
         return d
 
 

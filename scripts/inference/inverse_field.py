@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from scripts.geometry import voxel_to_world_displacement
-from scripts.networks.warp_layers import GridCachingWarp
+from scripts.monai_compat import GridCachingWarp
 
 __all__ = [
     "DEFAULT_INVERSION_TOLERANCE",

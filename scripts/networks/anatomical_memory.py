@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .slice_convolution import conv3d
+from scripts.labels import NUM_CLASSES
 
 __all__ = ["AnatomicalMemory"]
 
@@ -42,7 +42,7 @@ class AnatomicalMemory(nn.Module):
 
     def __init__(
         self,
-        num_slots: int = 4,
+        num_slots: int = NUM_CLASSES,
         flow_feature_channels: int = 64,
         hidden_features: Sequence[int] = (1024, 2048),
         temperature: float = 0.1,
@@ -67,6 +67,14 @@ class AnatomicalMemory(nn.Module):
         """Length of one slot vector (3C): also the channels a query must have."""
         return 3 * self.flow_feature_channels
 
+    @staticmethod
+    def per_voxel_product(features: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """``matrix`` applied to the feature vector of every voxel: (B, K, H, W, D), (M, K) -> (B, M, H, W, D).
+
+        A 1x1x1 convolution: unlike einsum, it keeps the input's memory layout.
+        """
+        return F.conv3d(features, matrix[..., None, None, None])
+
     def slots(self) -> torch.Tensor:
         """The memory matrix, one L2-normalised row per slot: (N, 3C)."""
         memory = self.generator(self.slot_identity)
@@ -83,8 +91,7 @@ class AnatomicalMemory(nn.Module):
             (B, N, H, W, D); ``softmax(dim=1)`` of it is the anatomical probability map J.
         """
         slots = self.slots() if slots is None else slots
-        # A 1x1x1 convolution is the per-voxel dot product; unlike einsum it keeps the input's memory layout.
-        return conv3d(query, slots[..., None, None, None]) / self.temperature
+        return self.per_voxel_product(query, slots) / self.temperature
 
     def dynamic_filters(self, probabilities: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
         """Per-voxel filters w(x) = sum_k J_k(x) m_k, a convex combination of the slots.
@@ -119,8 +126,8 @@ class AnatomicalMemory(nn.Module):
         probabilities = torch.softmax(logits, dim=1)
         # By linearity, sum_k J_k (m_k F) equals (sum_k J_k m_k) F but never materialises the
         # (B, 3, C, H, W, D) filter tensor: N per-slot flows cost far less memory at full resolution.
-        slot_filters = slots.reshape(3 * self.num_slots, self.flow_feature_channels, 1, 1, 1)
-        slot_flows = conv3d(flow_features, slot_filters).unflatten(1, (self.num_slots, 3))
+        slot_filters = slots.reshape(3 * self.num_slots, self.flow_feature_channels)
+        slot_flows = self.per_voxel_product(flow_features, slot_filters).unflatten(1, (self.num_slots, 3))
         flow = (probabilities.unsqueeze(2) * slot_flows).sum(dim=1)
         entropy = -(probabilities * torch.log_softmax(logits, dim=1)).sum(dim=1, keepdim=True)
         confidence = 1.0 - entropy / math.log(self.num_slots)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from .blocks import ConvNormAct, KernelSpec, LargeKernelBlock, per_level
-from .fields import to_layout, weights_to_layout
 
 __all__ = ["SiameseEncoder", "IN_PLANE_STRIDE"]
 
@@ -28,7 +27,6 @@ class SiameseEncoder(nn.Module):
         kernel_size: kernel of the plain blocks, for all levels or per level (see ``per_level``).
         large_kernel: large kernel of the LK blocks, for all levels or per level.
         small_kernel: small kernel of the LK blocks, for all levels or per level.
-        channels_last_levels: the number of finest levels computed in channels-last memory layout.
 
     Example:
         >>> encoder = SiameseEncoder((4, 8, 8, 8, 8))
@@ -42,11 +40,9 @@ class SiameseEncoder(nn.Module):
         kernel_size: KernelSpec = 3,
         large_kernel: KernelSpec = 5,
         small_kernel: KernelSpec = 3,
-        channels_last_levels: int = 0,
     ) -> None:
         super().__init__()
         self.channels = tuple(channels)
-        self.channels_last_levels = channels_last_levels
         kernels = per_level(kernel_size, len(channels))
         large, small = per_level(large_kernel, len(channels)), per_level(small_kernel, len(channels))
         levels = [
@@ -59,15 +55,13 @@ class SiameseEncoder(nn.Module):
                     LargeKernelBlock(channels[level], large[level], small[level]),
                 )
             )
-        self.levels = nn.ModuleList(
-            weights_to_layout(level, index < channels_last_levels) for index, level in enumerate(levels)
-        )
+        self.levels = nn.ModuleList(levels)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images (2B, 1, H, W, D), moving then fixed -> features (2B, C_l, H/2^l, W/2^l, D) per level, finest first."""
         features = []
-        x = to_layout(images, self.channels_last_levels > 0)
-        for index, level in enumerate(self.levels):
-            x = to_layout(level(x), index < self.channels_last_levels)
+        x = images
+        for level in self.levels:
+            x = level(x)
             features.append(x)
         return features

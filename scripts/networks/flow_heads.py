@@ -9,7 +9,6 @@ from torch import nn
 
 from .anatomical_memory import AnatomicalMemory
 from .blocks import ConvNormAct, as_triple, same_padding
-from .slice_convolution import Conv3d
 
 __all__ = ["DirectFlowHead", "MemoryFlowHead", "pair_features", "halve_in_plane"]
 
@@ -25,10 +24,10 @@ def halve_in_plane(flow: torch.Tensor) -> torch.Tensor:
     return flow * scale
 
 
-def zero_init_conv(in_channels: int, out_channels: int, kernel_size: int | Sequence[int], std: float) -> Conv3d:
+def zero_init_conv(in_channels: int, out_channels: int, kernel_size: int | Sequence[int], std: float) -> nn.Conv3d:
     """A convolution whose weights start at N(0, std) and bias at zero, so the first fields are near identity."""
     kernel = as_triple(kernel_size)
-    conv = Conv3d(in_channels, out_channels, kernel, padding=same_padding(kernel))
+    conv = nn.Conv3d(in_channels, out_channels, kernel, padding=same_padding(kernel))
     nn.init.normal_(conv.weight, mean=0.0, std=std)
     nn.init.zeros_(conv.bias)
     return conv
@@ -96,7 +95,7 @@ class MemoryFlowHead(nn.Module):
         )
         self.query = nn.Sequential(
             ConvNormAct(feature_channels, hidden_channels, kernel),
-            Conv3d(hidden_channels, memory.slot_length, kernel_size=1),
+            nn.Conv3d(hidden_channels, memory.slot_length, kernel_size=1),
         )
         self.fallback = zero_init_conv(flow_channels, 3, kernel, std=1e-5)
         # Registered through a list so the shared memory's parameters belong to the parent model once.

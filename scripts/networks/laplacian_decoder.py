@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from scripts.monai_compat import GridCachingWarp, scaling_and_squaring
+
 from .blocks import ConvNormAct, KernelSpec, LargeKernelBlock, UpsampleInPlane, per_level
-from .fields import to_layout, upsample_field_in_plane, weights_to_layout
+from .fields import upsample_field_in_plane
 from .flow_heads import MemoryFlowHead
-from .warp_layers import GridCachingWarp, scaling_and_squaring
 
 __all__ = ["LaplacianWarpingDecoder"]
 
@@ -40,7 +41,6 @@ class LaplacianWarpingDecoder(nn.Module):
         kernel_size, large_kernel, small_kernel: kernels of the plain and LK blocks, for all levels or per level.
         integration_steps: scaling-and-squaring steps at levels >= 1.
         pyramid: predict and warp at every level (True), or only at the finest (False).
-        channels_last_levels: the number of finest levels computed in channels-last memory layout.
     """
 
     def __init__(
@@ -52,31 +52,23 @@ class LaplacianWarpingDecoder(nn.Module):
         small_kernel: KernelSpec = 3,
         integration_steps: int = 7,
         pyramid: bool = True,
-        channels_last_levels: int = 0,
     ) -> None:
         super().__init__()
-        self.channels_last_levels = channels_last_levels
         if len(heads) != len(channels):
             raise ValueError(f"need one head per level: {len(channels)} levels, {len(heads)} heads")
         self.channels = tuple(channels)
         self.pyramid = pyramid
         kernels = per_level(kernel_size, len(channels))
         large, small = per_level(large_kernel, len(channels)), per_level(small_kernel, len(channels))
-        # Each module's kernels take the layout of the level it computes at (its output's level).
         upsample, fuse = [], []
         for level, c in enumerate(channels[:-1]):
-            channels_last = level < channels_last_levels
-            upsample.append(weights_to_layout(UpsampleInPlane(channels[level + 1], c), channels_last))
-            block = nn.Sequential(
-                ConvNormAct(2 * c, c, kernels[level]), LargeKernelBlock(c, large[level], small[level])
+            upsample.append(UpsampleInPlane(channels[level + 1], c))
+            fuse.append(
+                nn.Sequential(ConvNormAct(2 * c, c, kernels[level]), LargeKernelBlock(c, large[level], small[level]))
             )
-            fuse.append(weights_to_layout(block, channels_last))
         self.upsample_features = nn.ModuleList(upsample)
         self.fuse = nn.ModuleList(fuse)
-        self.heads = nn.ModuleList(
-            weights_to_layout(head, level < channels_last_levels)
-            for level, head in enumerate(heads if pyramid else heads[:1])
-        )
+        self.heads = nn.ModuleList(heads if pyramid else heads[:1])
         self.integrate = scaling_and_squaring(integration_steps)
         self.warp = GridCachingWarp(mode="bilinear", padding_mode="zeros")
 
@@ -125,8 +117,7 @@ class LaplacianWarpingDecoder(nn.Module):
                 up_moving, up_fixed = upsampled.chunk(2, dim=0)
                 skip = torch.cat([self.warp(skip_moving, up_total), skip_fixed], dim=0)
                 upsampled = torch.cat([self.warp(up_moving, up_step), up_fixed], dim=0)
-            fused_input = to_layout(torch.cat([skip, upsampled], dim=1), level < self.channels_last_levels)
-            decoded = self.fuse[level](fused_input)
+            decoded = self.fuse[level](torch.cat([skip, upsampled], dim=1))
             if not self.pyramid and level > 0:
                 continue
             residual, level_logits = self._predict(level, decoded)
@@ -142,8 +133,7 @@ class LaplacianWarpingDecoder(nn.Module):
 
     @staticmethod
     def _record(residual, total, level_logits, residuals, level_ddfs, logits) -> None:
-        # Outputs leave the network in the standard layout, whatever layout their level ran in.
-        residuals.append(residual.contiguous())
-        level_ddfs.append(total.contiguous())
+        residuals.append(residual)
+        level_ddfs.append(total)
         if level_logits is not None:
-            logits.append(level_logits.contiguous())
+            logits.append(level_logits)

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from scripts.labels import NUM_CLASSES
+from scripts.monai_compat import GridCachingWarp
+
 from .anatomical_memory import AnatomicalMemory
 from .blocks import KernelSpec, per_level
 from .encoder import SiameseEncoder
 from .fields import check_pyramid_size
 from .flow_heads import DirectFlowHead, MemoryFlowHead
 from .laplacian_decoder import LaplacianWarpingDecoder
-from .warp_layers import GridCachingWarp
 
 __all__ = ["MemWarp", "VARIANTS", "MEMORY_LEVELS"]
 
@@ -43,9 +45,6 @@ class MemWarp(nn.Module):
         num_classes: N, memory slots = anatomical classes (background, RV, LVM, LVBP).
         temperature: softmax temperature of the memory addressing.
         integration_steps: scaling-and-squaring steps at levels >= 1.
-        channels_last_levels: compute the finest ``channels_last_levels`` levels on channels-last (NDHWC)
-            tensors. The numbers are the same; oneDNN's kernels for few-channel 3-D convolutions (the
-            full-resolution levels) are several times faster in that layout on CPU.
 
     Returns (forward):
         dict with ``ddf`` (B, 3, H, W, D) the final displacement in voxel units (channel i along
@@ -70,10 +69,9 @@ class MemWarp(nn.Module):
         small_kernel: KernelSpec = 3,
         flow_feature_channels: int = 64,
         memory_hidden: Sequence[int] = (1024, 2048),
-        num_classes: int = 4,
+        num_classes: int = NUM_CLASSES,
         temperature: float = 0.1,
         integration_steps: int = 7,
-        channels_last_levels: int = 0,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -82,7 +80,7 @@ class MemWarp(nn.Module):
             raise ValueError(f"need one head width per level: {len(channels)} levels, {len(head_channels)} widths")
         self.variant = variant
         self.num_levels = len(channels)
-        self.encoder = SiameseEncoder(channels, kernel_size, large_kernel, small_kernel, channels_last_levels)
+        self.encoder = SiameseEncoder(channels, kernel_size, large_kernel, small_kernel)
         self.memory = None
         if variant == "memwarp":
             self.memory = AnatomicalMemory(num_classes, flow_feature_channels, memory_hidden, temperature)
@@ -101,7 +99,6 @@ class MemWarp(nn.Module):
             small_kernel,
             integration_steps=integration_steps,
             pyramid=variant != "lkunet",
-            channels_last_levels=channels_last_levels,
         )
         self.warp = GridCachingWarp(mode="bilinear", padding_mode="zeros")
 

@@ -12,17 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-STRUCTURES = ((1, "RV", "tab:red"), (2, "LVM", "tab:green"), (3, "LVBP", "tab:blue"))
+from scripts.data import read_info_cfg  # noqa: E402
+from scripts.labels import STRUCTURE_NAMES  # noqa: E402
 
-
-def read_info(folder: Path) -> dict[str, str]:
-    """Info.cfg as a dict of strings."""
-    info = {}
-    for line in (folder / "Info.cfg").read_text().splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            info[key.strip()] = value.strip()
-    return info
+COLOURS = {"rv": "tab:red", "lvm": "tab:green", "lvbp": "tab:blue"}
+# (label value, legend name, colour) per structure.
+STRUCTURES = tuple((value, name.upper(), COLOURS[name]) for value, name in STRUCTURE_NAMES.items())
+LABEL_OF = {name: value for value, name in STRUCTURE_NAMES.items()}
 
 
 def _contours(axis, labels: np.ndarray) -> None:
@@ -46,7 +42,7 @@ def render_preview(folder: str | os.PathLike, png: str | os.PathLike, slice_inde
     """
     folder = Path(folder)
     name = folder.name
-    info = read_info(folder)
+    info = read_info_cfg(folder / "Info.cfg")
     ed, es = int(info["ED"]), int(info["ES"])
     load = lambda suffix: nib.load(str(folder / f"{name}_{suffix}.nii.gz"))  # noqa: E731
     ed_image, es_image = load(f"frame{ed:02d}"), load(f"frame{es:02d}")
@@ -54,14 +50,17 @@ def render_preview(folder: str | os.PathLike, png: str | os.PathLike, slice_inde
     es_labels = np.asarray(load(f"frame{es:02d}_gt").dataobj)
     ed_data, es_data = ed_image.get_fdata(), es_image.get_fdata()
     if slice_index is None:
-        slices = np.flatnonzero((ed_labels == 3).any(axis=(0, 1)))
+        slices = np.flatnonzero((ed_labels == LABEL_OF["lvbp"]).any(axis=(0, 1)))
         slice_index = int(slices[len(slices) // 2]) if len(slices) else ed_data.shape[2] // 2
     k = slice_index
     spacing = np.linalg.norm(ed_image.affine[:3, :3], axis=0)
     voxel_volume = float(np.prod(spacing)) / 1000.0
-    volumes = {v: ((ed_labels == v).sum() * voxel_volume, (es_labels == v).sum() * voxel_volume) for v in (1, 3)}
-    lv_ef = 100 * (1 - volumes[3][1] / max(volumes[3][0], 1e-9))
-    rv_ef = 100 * (1 - volumes[1][1] / max(volumes[1][0], 1e-9))
+    volumes = {
+        name: ((ed_labels == LABEL_OF[name]).sum() * voxel_volume, (es_labels == LABEL_OF[name]).sum() * voxel_volume)
+        for name in ("rv", "lvbp")
+    }
+    lv_ef = 100 * (1 - volumes["lvbp"][1] / max(volumes["lvbp"][0], 1e-9))
+    rv_ef = 100 * (1 - volumes["rv"][1] / max(volumes["rv"][0], 1e-9))
 
     heart = np.argwhere(ed_labels[:, :, k] > 0)
     centre = heart.mean(axis=0) if len(heart) else np.array(ed_data.shape[:2]) / 2

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .fields import is_channels_last, to_layout
+from ..anatomical_memory import AnatomicalMemory
+from .memory_layout import is_channels_last, to_layout
 
-__all__ = ["Conv3d", "conv3d", "runs_as_slice_convolution", "SMALL_INPUT_ELEMENTS"]
+__all__ = ["SMALL_INPUT_ELEMENTS", "SliceConv3d", "SliceConvolutionMemory", "conv3d", "runs_as_slice_convolution"]
 
 # PyTorch's CPU dispatch sends batch-1 convolutions with N*C*H*W up to this many elements to slow_conv3d.
 SMALL_INPUT_ELEMENTS = 20480
@@ -81,11 +82,14 @@ def conv3d(
     return to_layout(out, is_channels_last(x))
 
 
-class Conv3d(nn.Conv3d):
+class SliceConv3d(nn.Conv3d):
     """``nn.Conv3d`` (same parameters and state-dict keys) computed by :func:`conv3d`.
 
+    A kernel stored channels-last gets its input channels-last too (a concatenation of features in mixed
+    layouts is standard); other inputs are used as they are.
+
     Example:
-        >>> conv = Conv3d(4, 3, (3, 3, 1), padding=(1, 1, 0))
+        >>> conv = SliceConv3d(4, 3, (3, 3, 1), padding=(1, 1, 0))
         >>> conv(torch.zeros(1, 4, 16, 16, 8)).shape
         torch.Size([1, 3, 16, 16, 8])
     """
@@ -93,4 +97,15 @@ class Conv3d(nn.Conv3d):
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             return super()._conv_forward(input, weight, bias)
+        if is_channels_last(weight):
+            input = to_layout(input, channels_last=True)
         return conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class SliceConvolutionMemory(AnatomicalMemory):
+    """:class:`AnatomicalMemory` whose per-voxel products (1x1x1 convolutions) go through :func:`conv3d`."""
+
+    @staticmethod
+    def per_voxel_product(features: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """As :meth:`AnatomicalMemory.per_voxel_product`: (B, K, H, W, D), (M, K) -> (B, M, H, W, D)."""
+        return conv3d(features, matrix[..., None, None, None])
