@@ -1,4 +1,9 @@
-"""Shared fixtures: a small phantom data set in the ACDC layout, generated once per test session."""
+"""Every shared fixture of the test suite: a small phantom data set, its datalists, the analytic field network of
+the inference tests and a default network checkpoint.
+
+Shared helper functions (not fixtures) are in tests/inference_helpers.py and tests/geometry.py, imported as
+``tests.<module>``: ``tests`` is a package, so each module has that one import path.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 from scripts.data import build_pair_datalist, save_datalist
+from scripts.networks import bundle_network
 from scripts.phantom import GenerationOptions, generate_dataset
+from tests.inference_helpers import FIELD_NETWORKS
 
 # Six subjects: patients 001, 021, 041, 061 (training; DCM, HCM, MINF, NOR) and 101, 111 (testing).
 PHANTOM_SUBJECTS = 6
@@ -37,3 +45,20 @@ def phantom_datalist(phantom_dataset: Path) -> Callable[..., Path]:
         return save_datalist(sections, folder / "datalist.json")
 
     return write
+
+
+@pytest.fixture(scope="session")
+def field_network_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding ``inference_test_networks.py`` (put it on PYTHONPATH), the analytic field network."""
+    folder = tmp_path_factory.mktemp("field_network")
+    (folder / "inference_test_networks.py").write_text(FIELD_NETWORKS)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def compact_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised default (memwarp, compact) network saved as a plain state dict."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
+    torch.save(bundle_network("memwarp", "compact").state_dict(), path)
+    return path

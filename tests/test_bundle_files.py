@@ -9,6 +9,8 @@ import jsonschema
 import pytest
 from monai.bundle import ConfigParser
 
+from scripts.networks import PRESETS, VARIANTS
+
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
 
@@ -74,7 +76,10 @@ def test_every_config_parses_with_monai(stack: list[str]) -> None:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / name) for name in stack])
     parser.parse()
-    assert parser.get("network_def") is not None
+    # The network every stack describes is one the bundle can build.
+    assert parser.get("network_def")["_target_"] == "scripts.networks.bundle_network"
+    assert parser.get_parsed_content("architecture") in (*VARIANTS, "voxelmorph")
+    assert parser.get_parsed_content("network_preset") in PRESETS
 
 
 def test_every_config_file_is_covered() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from scripts.inference.summary import OUTPUT_DESCRIPTIONS
 from scripts.package import BUNDLE_NAME, REQUIRED_FILES, main, write_bundle_zip
-from tests.test_inference_support import BUNDLE_ROOT, assert_succeeded, files_under, run_bundle
+from tests.inference_helpers import BUNDLE_ROOT, assert_succeeded, files_under, run_bundle
 
 SAMPLE_FILES = [
     f"sample_data/patient001/patient001_frame{frame}{suffix}.nii.gz" for frame in ("01", "05") for suffix in ("", "_gt")

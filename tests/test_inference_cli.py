@@ -13,9 +13,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import test_inference_support as support
 import torch
-from test_inference_support import (
+
+from scripts.data import registration_preprocessing
+from scripts.inference import file_sha256
+from tests.inference_helpers import (
     BUNDLE_ROOT,
     DDF_NAME,
     SHAPE,
@@ -27,11 +29,6 @@ from test_inference_support import (
     scanner_affine,
 )
 
-from scripts.data import registration_preprocessing
-from scripts.inference import file_sha256
-
-compact_checkpoint = support.compact_checkpoint
-field_network_path = support.field_network_path
 SAMPLE = BUNDLE_ROOT / "sample_data" / "patient001"
 FIXED_SPACE_OUTPUTS = ("warped_moving.nii.gz", "jacobian_determinant.nii.gz")
 

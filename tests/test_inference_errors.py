@@ -12,14 +12,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import test_inference_support as support
 import torch
 from monai.bundle import ConfigWorkflow
+
 from scripts.errors import input_error_in
 from scripts.networks import bundle_network
-from test_inference_support import BUNDLE_ROOT, blob_image, files_under, run_bundle, save_nifti, scanner_affine
+from tests.inference_helpers import BUNDLE_ROOT, blob_image, files_under, run_bundle, save_nifti, scanner_affine
 
-compact_checkpoint = support.compact_checkpoint
 SHAPE = (64, 72, 8)
 
 

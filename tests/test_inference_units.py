@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+
 from scripts.data import InvalidInputError
 from scripts.errors import CheckpointError, MissingCheckpointError, OutputCollisionError, input_error_in
 from scripts.geometry import NiftiGeometry
@@ -25,7 +26,8 @@ from scripts.inference import (
     world_overlap,
 )
 from scripts.inference.nifti_io import save_volume
-from test_inference_support import rotation, save_nifti
+from tests.geometry import rotation
+from tests.inference_helpers import save_nifti
 
 AFFINE = np.eye(4)
 AFFINE[:3, :3] = rotation(2, 30.0) @ np.diag([1.8, 1.8, 10.0])
@@ -202,6 +204,7 @@ def test_each_file_is_read_once_and_the_network_sees_the_bundle_preprocessing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_labels: bool
 ) -> None:
     from monai.data import NibabelReader
+
     from scripts.data import registration_preprocessing
 
     record = sample_record(tmp_path, with_labels)

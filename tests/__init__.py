@@ -1,0 +1,1 @@
+"""The bundle's test suite (a package, so that its helper modules have one import path: ``tests.<module>``)."""
