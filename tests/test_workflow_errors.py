@@ -1,8 +1,8 @@
 """Errors a user can cause in training and evaluation end the real command with one line naming the file.
 
-Each test runs ``python -m monai.bundle run training|evaluating`` in a subprocess, as a user would, and checks the exit
-status, the single ``ERROR:`` line on stderr and that no traceback was printed anywhere; plus the reporting pieces of
-:mod:`scripts.errors` in this process.
+Four cases run ``python -m monai.bundle run training|evaluating`` in a subprocess, as a user would, and check the exit
+status, the single ``ERROR:`` line on stderr and that no traceback was printed anywhere; the others run the workflow in
+this process (a subprocess costs about 10 s of MONAI imports) and check the user error its exception chain carries.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from monai.bundle import ConfigWorkflow
 
 from scripts.errors import InvalidInputError, MissingInputError, input_error_in, one_line
 from scripts.networks import bundle_network
@@ -57,17 +59,57 @@ def test_training_on_a_missing_dataset_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def placeholder_test_patient(root: Path) -> Path:
+    """``root/testing/patient101`` in the ACDC layout with empty image and label files (listing a data set never
+    opens them)."""
+    patient = root / "testing" / "patient101"
+    patient.mkdir(parents=True)
+    (patient / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\nNbFrame: 30\n")
+    for name in ("frame01", "frame12", "frame01_gt", "frame12_gt"):
+        (patient / f"patient101_{name}.nii.gz").touch()
+    return patient
+
+
+def user_error_of_training(tmp_path: Path, **overrides: object) -> str:
+    """Run configs/train.json in this process; the one-line report of the user error that stops it."""
+    workflow = ConfigWorkflow(
+        workflow_type="train",
+        config_file=str(CONFIGS / "train.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        bundle_root=str(BUNDLE_ROOT),
+        run_dir=str(tmp_path / "run"),
+        **TINY,
+        **overrides,
+    )
+    workflow.initialize()
+    with pytest.raises(Exception) as caught:
+        workflow.run()
+    cause = input_error_in(caught.value)
+    assert cause is not None, f"not a user error: {caught.value!r}"
+    assert not (tmp_path / "run").exists()
+    return one_line(cause)
+
+
 def test_training_on_an_empty_dataset_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    line = error_line(run_bundle("training", TRAIN, tmp_path, dataset_dir=str(tmp_path / "empty"), **TINY))
-    assert line.startswith(f"ERROR: {tmp_path / 'empty'}: no patient folders")
+    message = user_error_of_training(tmp_path, dataset_dir=str(tmp_path / "empty"))
+    assert message.startswith(f"{tmp_path / 'empty'}: no patient folders")
 
 
 def test_training_with_a_datalist_that_is_not_json(tmp_path: Path) -> None:
     datalist = tmp_path / "datalist.json"
     datalist.write_text('{"training": [')
-    line = error_line(run_bundle("training", TRAIN, tmp_path, datalist=str(datalist), **TINY))
-    assert line.startswith(f"ERROR: {datalist}: not a JSON datalist")
+    assert user_error_of_training(tmp_path, datalist=str(datalist)).startswith(f"{datalist}: not a JSON datalist")
+
+
+def test_training_with_too_few_patients_outside_the_test_set(tmp_path: Path) -> None:
+    placeholder_test_patient(tmp_path)
+    message = user_error_of_training(tmp_path, dataset_dir=str(tmp_path))
+    assert message == (
+        f"{tmp_path}: no training pairs (0 patient(s) outside the reference test set (101-150); training needs at "
+        "least 2, one to train on and one to validate); add patients or pass --datalist with a 'training' section"
+    )
 
 
 def test_training_refuses_to_overwrite_the_shipped_weights(tmp_path: Path) -> None:
@@ -85,17 +127,6 @@ def test_training_refuses_to_overwrite_the_shipped_weights(tmp_path: Path) -> No
     assert "--overwrite_shipped_weights true" in line
     assert (bundle / "models" / "model.pt").read_bytes() == b"shipped weights"
     assert sorted(path.name for path in (bundle / "models").iterdir()) == ["model.pt"]
-
-
-def placeholder_test_patient(root: Path) -> Path:
-    """``root/testing/patient101`` in the ACDC layout with empty image and label files (listing a data set never
-    opens them)."""
-    patient = root / "testing" / "patient101"
-    patient.mkdir(parents=True)
-    (patient / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\nNbFrame: 30\n")
-    for name in ("frame01", "frame12", "frame01_gt", "frame12_gt"):
-        (patient / f"patient101_{name}.nii.gz").touch()
-    return patient
 
 
 def test_evaluation_without_the_checkpoint(tmp_path: Path) -> None:

@@ -151,6 +151,7 @@ def test_unsupervised_variant_trains_without_mask_terms(phantom_dataset: Path, d
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_init_weights_fine_tunes_with_a_fresh_optimizer_and_schedule(
     phantom_dataset: Path, datalist: Path, trained: dict, tmp_path: Path
 ) -> None:
