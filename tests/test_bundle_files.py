@@ -64,6 +64,7 @@ CONFIG_STACKS = [
     ["train.json", "evaluate.json"],
     ["train.json", "multi_gpu_train.json"],
     ["inference.json"],
+    ["cine.json"],
 ] + [
     [base, f"variants/{variant.name}"]
     for base in ("train.json", "inference.json")
