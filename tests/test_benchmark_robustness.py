@@ -278,6 +278,10 @@ def test_robustness_mode_writes_tables_ratios_and_per_pair_results(tmp_path: Pat
     table = (output / "robustness_table.md").read_text()
     assert "| rotation_30deg | tiny | 1 |" in table and "| rotation_30deg | stand-in | 1 |" in table
     assert "Classical rows (stand-in): 1 of the 1 patients (patient101)" in table
+    speed = report["speed_over_the_run"]["tiny"]
+    network_seconds = [float(row["seconds_per_pair"]) for row in rows if row["method"] == "tiny"]
+    assert speed["seconds_per_pair"] == pytest.approx(np.mean(network_seconds), rel=1e-4)
+    assert f"Over the whole run: tiny {speed['seconds_per_pair']:.3f} s/pair" in table
 
 
 def test_robustness_mode_names_a_missing_checkpoint(tmp_path: Path, capsys) -> None:
