@@ -28,7 +28,13 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
 from scripts.atomic_files import write_text_atomically
-from scripts.metrics import ACDC_SPACING_MM, JACOBIAN_BORDER, registration_metrics, segmentation_dice
+from scripts.metrics import (
+    ACDC_SPACING_MM,
+    JACOBIAN_BORDER,
+    STRUCTURE_LABELS,
+    registration_metrics,
+    segmentation_dice,
+)
 
 __all__ = [
     "INITIAL_ROW",
@@ -107,7 +113,7 @@ def pair_metrics(
     fixed_label: torch.Tensor,
     anatomical_logits: torch.Tensor | None = None,
     spacing: Sequence[float] = ACDC_SPACING_MM,
-    labels: Sequence[int] = (1, 2, 3),
+    labels: Sequence[int] = STRUCTURE_LABELS,
     border: int = JACOBIAN_BORDER,
 ) -> dict[str, torch.Tensor]:
     """Registration metrics and, with ``anatomical_logits``, the memory's segmentation Dice, per batch element.
@@ -250,7 +256,7 @@ class RegistrationEvaluationHandler:
         self,
         output_dir: str | os.PathLike,
         spacing: Sequence[float] = ACDC_SPACING_MM,
-        labels: Sequence[int] = (1, 2, 3),
+        labels: Sequence[int] = STRUCTURE_LABELS,
         border: int = JACOBIAN_BORDER,
         model_name: str = "model",
         run_info: Mapping[str, Any] | None = None,

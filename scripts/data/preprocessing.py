@@ -38,7 +38,7 @@ from monai.transforms import (
 
 from scripts.data.domain_randomisation import domain_randomisation as domain_randomisation_chain
 from scripts.data.transforms import LoadFramed, RandSwapMovingFixedd, ResampleMovingToFixedd, ValidateRegistrationInputd
-from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
+from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE, NUM_CLASSES
 from scripts.monai_compat import RecordSafeSpacingd, RegistrationCompose, WeightsOnlyMetad
 
 __all__ = [
@@ -52,8 +52,8 @@ __all__ = [
 
 
 def registration_preprocessing(
-    spatial_size: Sequence[int] = (128, 128, 16),
-    pixdim: Sequence[float] = (1.8, 1.8, 10.0),
+    spatial_size: Sequence[int] = NETWORK_SPATIAL_SIZE,
+    pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
     with_labels: bool = True,
 ) -> RegistrationCompose:
     """Deterministic preprocessing of a pair record into network-ready tensors (see the module docstring).

@@ -30,6 +30,7 @@ from monai.utils import ImageMetaKey, TraceKeys
 from monai.utils.enums import MetaKeys
 
 from scripts.data.errors import InvalidInputError, MissingInputError
+from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
 
 __all__ = [
     "LoadFramed",
@@ -161,9 +162,9 @@ class ValidateRegistrationInputd(MapTransform):
 
     def __init__(
         self,
-        image_keys: Sequence[str] = ("moving", "fixed"),
-        label_keys: Sequence[str] = ("moving_label", "fixed_label"),
-        num_classes: int = 4,
+        image_keys: Sequence[str] = IMAGE_KEYS,
+        label_keys: Sequence[str] = LABEL_KEYS,
+        num_classes: int = NUM_CLASSES,
         require_labels: bool = True,
         affine_tolerance: float = 1e-3,
         allow_missing_keys: bool = False,
@@ -315,11 +316,7 @@ class RandSwapMovingFixedd(RandomizableTransform, MapTransform):
     def __init__(
         self,
         prob: float = 0.5,
-        key_pairs: Sequence[tuple[str, str]] = (
-            ("moving", "fixed"),
-            ("moving_label", "fixed_label"),
-            ("moving_frame", "fixed_frame"),
-        ),
+        key_pairs: Sequence[tuple[str, str]] = (IMAGE_KEYS, LABEL_KEYS, FRAME_KEYS),
         direction_key: str | None = "direction",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
