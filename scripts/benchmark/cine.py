@@ -46,6 +46,7 @@ from scripts.data import InvalidInputError, MissingInputError
 from scripts.geometry import read_displacement_nifti
 from scripts.inference.checkpoint import load_network_weights
 from scripts.networks import bundle_network
+from scripts.networks.cpu import optimise_for_device
 from scripts.phantom.cine_truth import cine_truth_paths
 
 __all__ = ["CINE_TARGETS", "TRUE_FIELDS_ROW", "cine_errors", "main", "run_cine_benchmark", "summarise_rows"]
@@ -274,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         network = None
         checkpoint = None
         if args.tracking:
-            network = bundle_network(args.architecture, args.network_preset).to(args.device)
+            network = optimise_for_device(bundle_network(args.architecture, args.network_preset), args.device)
             checkpoint = load_network_weights(
                 network, args.ckpt_path, args.device, architecture=args.architecture, network_preset=args.network_preset
             )

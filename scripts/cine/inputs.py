@@ -171,7 +171,10 @@ def cine_cases(
         raise InvalidInputError("no input: pass --cine <4D NIfTI> (with --ed_frame) or --dataset_dir <ACDC folder>")
     folders = find_patient_dirs(dataset_dir)
     if patients is not None:
-        wanted = [patient_id(p) for p in ([patients] if isinstance(patients, (int, str)) else patients)]
+        try:
+            wanted = [patient_id(p) for p in ([patients] if isinstance(patients, (int, str)) else patients)]
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(f"{dataset_dir}: patients {patients!r}: {error}") from None
         absent = [name for name in wanted if name not in folders]
         if absent:
             raise MissingInputError(f"{dataset_dir}: no folder for {', '.join(absent)}")
