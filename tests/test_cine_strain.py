@@ -66,14 +66,44 @@ def test_centroids_are_the_blood_pool_centres(ring):
     assert np.abs(offsets).max() < 0.2  # mm: the discrete disc's centroid
 
 
-def test_uniform_radial_contraction_gives_the_same_radial_and_circumferential_strain(ring):
+def test_uniform_in_plane_contraction_gives_the_same_radial_and_circumferential_strain(ring):
     scale = 0.8  # forward: p -> 0.8 p, so E = (0.8^2 - 1) / 2 in every direction
     radial, circumferential = strain_of(lambda p: p / scale, ring)
     assert radial == pytest.approx(-0.18, abs=1e-3)
     assert circumferential == pytest.approx(-0.18, abs=1e-3)
 
 
-def test_twist_is_strain_free(ring):
+def test_pure_radial_contraction_shortens_circumferentially_without_radial_strain(ring):
+    inward_mm = 3.0  # forward r -> r - 3 mm: every point moves straight towards the centre, the wall keeps its width
+    labels, affine, plane, basis = ring
+
+    def backward(p: np.ndarray) -> np.ndarray:
+        r = np.linalg.norm(p, axis=-1, keepdims=True)
+        return p * (r + inward_mm) / np.maximum(r, 1e-9)
+
+    radial, circumferential = strain_of(backward, ring)
+    r_ed = np.linalg.norm(plane[labels == 2], axis=-1)
+    expected_circumferential = np.mean(0.5 * (((r_ed - inward_mm) / r_ed) ** 2 - 1.0))  # hoop stretch r' / r
+    assert expected_circumferential < -0.1
+    assert abs(radial) < 0.005  # dr'/dr = 1
+    assert circumferential == pytest.approx(expected_circumferential, abs=0.005)
+
+
+def test_pure_twist_of_base_against_apex_is_free_of_in_plane_strain(ring):
+    # each slice turns rigidly about the LV axis by its own angle (-15 to +15 degrees from apex to base): the
+    # twist's shear is through-plane, so the short-axis strain is zero
+    labels, affine, plane, basis = ring
+    angles = np.radians(np.linspace(-15.0, 15.0, SHAPE[2]))
+    inverse = np.stack(
+        [np.stack([np.cos(angles), np.sin(angles)], -1), np.stack([-np.sin(angles), np.cos(angles)], -1)], -2
+    )  # (Z, 2, 2): the inverse rotation of each slice
+
+    radial, circumferential = strain_of(lambda p: np.einsum("kab,xykb->xyka", inverse, p), ring)
+    assert abs(radial) < 2e-3
+    assert abs(circumferential) < 2e-3
+
+
+def test_rigid_rotation_is_strain_free(ring):
     angle = math.radians(25.0)  # rigid rotation of every slice: large, so a small-strain formula would not give 0
     rotation = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])  # the inverse
     radial, circumferential = strain_of(lambda p: p @ rotation.T, ring)
