@@ -12,9 +12,48 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.geometry import grid_world_points, inside_within_half_voxel, world_to_voxel_points
+from scripts.geometry import grid_world_points, inside_within_half_voxel, voxel_to_world_points, world_to_voxel_points
 
-__all__ = ["resample_at_world_points", "resample_through_displacement"]
+__all__ = ["WorldPointSampler", "resample_at_world_points", "resample_slice", "resample_through_displacement"]
+
+
+class WorldPointSampler:
+    """Samples volumes of one grid at fixed world points; the points' voxel positions are computed once.
+
+    The images of a grid (e.g. the original moving image and its label map) share the positions, so warping both
+    costs one coordinate transform and two interpolations.
+
+    Args:
+        points: (..., 3) world positions in mm, float64.
+        affine: (4, 4) affine of the grid the images are on (RAS mm <- voxel index).
+        shape: (X, Y, Z) of that grid.
+    """
+
+    def __init__(self, points: torch.Tensor, affine: torch.Tensor | np.ndarray, shape: tuple[int, ...]) -> None:
+        self.shape, self.output_shape, self.device = tuple(int(n) for n in shape), points.shape[:-1], points.device
+        extent = torch.tensor(self.shape, device=points.device, dtype=torch.float64)
+        voxel = world_to_voxel_points(points, affine)
+        self.inside = inside_within_half_voxel(voxel, self.shape)
+        # clamp onto the outermost centres: ITK's edge rule within the half-voxel margin; align_corners=True maps
+        # index 0 -> -1 and index n-1 -> +1 (a single-voxel axis maps to 0)
+        clamped = torch.minimum(voxel.clamp_min(0.0), extent - 1)
+        normalised = torch.where(
+            extent > 1, 2.0 * clamped / (extent - 1).clamp_min(1.0) - 1.0, torch.zeros_like(clamped)
+        )
+        # grid_sample reads the last grid component as the LAST input axis: (x, y, z) indices -> (z, y, x) order
+        self.grid = normalised.flip(-1).reshape(1, -1, 1, 1, 3).to(torch.float32)
+
+    def __call__(self, image: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+        """(...) float32 values of ``image`` (X, Y, Z) at the points, 0 beyond half a voxel outside it.
+
+        ``mode``: ``"bilinear"`` (trilinear interpolation, float images) or ``"nearest"`` (any numeric dtype).
+        """
+        if tuple(image.shape) != self.shape:
+            raise ValueError(f"expected an image of shape {self.shape}, got {tuple(image.shape)}")
+        volume = image.to(device=self.device, dtype=torch.float32)[None, None]
+        sampled = F.grid_sample(volume, self.grid, mode=mode, padding_mode="border", align_corners=True)
+        sampled = sampled.reshape(self.output_shape)
+        return torch.where(self.inside, sampled, torch.zeros_like(sampled))
 
 
 def resample_at_world_points(
@@ -33,19 +72,7 @@ def resample_at_world_points(
     """
     if image.ndim != 3:
         raise ValueError(f"expected an (X, Y, Z) volume, got shape {tuple(image.shape)}")
-    shape = torch.tensor(image.shape, device=points.device, dtype=torch.float64)
-    voxel = world_to_voxel_points(points, affine)
-    inside = inside_within_half_voxel(voxel, image.shape)
-    # clamp onto the outermost centres: ITK's edge rule within the half-voxel margin; align_corners=True maps
-    # index 0 -> -1 and index n-1 -> +1 (a single-voxel axis maps to 0)
-    clamped = torch.minimum(voxel.clamp_min(0.0), shape - 1)
-    normalised = torch.where(shape > 1, 2.0 * clamped / (shape - 1).clamp_min(1.0) - 1.0, torch.zeros_like(clamped))
-    # grid_sample reads the last grid component as the LAST input axis: (x, y, z) indices -> (z, y, x) order
-    grid = normalised.flip(-1).reshape(1, -1, 1, 1, 3).to(torch.float32)
-    volume = image.to(device=points.device, dtype=torch.float32)[None, None]
-    sampled = F.grid_sample(volume, grid, mode=mode, padding_mode="border", align_corners=True)
-    sampled = sampled.reshape(points.shape[:-1])
-    return torch.where(inside, sampled, torch.zeros_like(sampled))
+    return WorldPointSampler(points, affine, tuple(image.shape))(image, mode)
 
 
 def resample_through_displacement(
@@ -71,3 +98,31 @@ def resample_through_displacement(
     points = grid_world_points(displacement_mm.shape[1:], grid_affine, device=displacement_mm.device)
     points = points + torch.movedim(displacement_mm.to(torch.float64), 0, -1)
     return resample_at_world_points(image, image_affine, points, mode=mode)
+
+
+def resample_slice(
+    image: torch.Tensor,
+    image_affine: torch.Tensor | np.ndarray,
+    grid_shape: tuple[int, int, int],
+    grid_affine: torch.Tensor | np.ndarray,
+    axis: int,
+    index: int,
+) -> torch.Tensor:
+    """``image`` resampled without deformation (trilinear) onto ONE slice of another grid, e.g. the moving image
+    on a slice of the fixed grid for a picture.
+
+    Args:
+        image: (X_m, Y_m, Z_m) volume on its own grid.
+        image_affine: (4, 4) affine of ``image``.
+        grid_shape: (X, Y, Z) of the target grid.
+        grid_affine: (4, 4) affine of the target grid.
+        axis, index: the slice: ``index`` along array axis ``axis`` of the target grid.
+
+    Returns:
+        the slice's values, shaped as the target grid without ``axis`` (float32).
+    """
+    axes = [torch.arange(int(n), dtype=torch.float64) for n in grid_shape]
+    axes[axis] = torch.tensor([float(index)], dtype=torch.float64)
+    voxels = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).squeeze(axis)
+    points = voxel_to_world_points(voxels, grid_affine)
+    return WorldPointSampler(points, image_affine, tuple(image.shape))(image)

@@ -7,6 +7,9 @@
 ``summary.json``, ``quality_control.png`` and, on request, ``network_grid/`` with the network-grid versions.
 A failure while writing a pair leaves no trace of that pair; an earlier result of the same pair is replaced only
 once the new folder is complete.
+
+Writing (gzip, the QC picture) runs on a background thread while the next pair is read and registered; at most two
+pairs wait to be written, and the run completes only once every pair is written.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +32,10 @@ from ignite.engine import Engine, Events
 
 from scripts.geometry import NiftiGeometry, voxel_to_world_displacement, write_displacement_nifti
 from scripts.inference.handlers import PairTimer, RegistrationCheckpointLoader
+from scripts.inference.network_io import plain_tensor
 from scripts.inference.nifti_io import save_volume
 from scripts.inference.qc_figure import save_quality_control_figure
+from scripts.inference.resampling import resample_slice
 from scripts.inference.summary import pair_summary
 
 __all__ = ["PairOutputWriter", "replace_directory"]
@@ -64,7 +72,9 @@ def _notes(metrics: Mapping[str, float]) -> dict[str, str]:
 
 
 class PairOutputWriter:
-    """At ``Events.ITERATION_COMPLETED``: write each pair's folder; at ``COMPLETED``: say where everything went.
+    """At ``Events.ITERATION_COMPLETED``: write each pair's folder (in the background); at ``COMPLETED``: wait for
+    the last ones and say where everything went. When the run fails, the pairs already handed over are still
+    written (Python joins the writer thread before it exits).
 
     Args:
         output_dir: folder receiving one subfolder per pair (created when the first pair is written).
@@ -73,6 +83,8 @@ class PairOutputWriter:
         network: description for the summaries (architecture, preset, device...).
         save_network_grid: also write the network-grid images to ``network_grid/``.
         save_qc: write ``quality_control.png``.
+        max_pending: pairs that may wait to be written before the next one is registered (0: write in the
+            foreground).
     """
 
     def __init__(
@@ -83,12 +95,16 @@ class PairOutputWriter:
         network: Mapping[str, Any] | None = None,
         save_network_grid: bool = False,
         save_qc: bool = True,
+        max_pending: int = 2,
     ) -> None:
         self.output_dir = Path(output_dir).expanduser().absolute()
         self.checkpoint, self.timer = checkpoint, timer
         self.network = dict(network or {})
         self.save_network_grid, self.save_qc = save_network_grid, save_qc
+        self.max_pending = max_pending
         self.written: list[Path] = []
+        self._pending: deque[Future] = deque()
+        self._executor: ThreadPoolExecutor | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -97,19 +113,35 @@ class PairOutputWriter:
 
     def _reset(self, engine: Engine) -> None:
         self.written = []
+        self._pending.clear()
 
     def __call__(self, engine: Engine) -> None:
         batch, output = engine.state.batch, engine.state.output
-        if not isinstance(batch, list):  # the config decollates; a single dict means batch size 1 undecollated
+        if not isinstance(batch, list):  # one pair per iteration: the sample and the postprocessed output dicts
             batch, output = [batch], [output]
         for sample, result in zip(batch, output):
-            self.written.append(self.write_pair({**sample, **result}))
+            data = {**sample, **result}
+            timings = dict(self.timer.current) if self.timer is not None else {}
+            if self.max_pending <= 0:
+                self.written.append(self.write_pair(data, timings))
+                continue
+            while len(self._pending) >= self.max_pending or (self._pending and self._pending[0].done()):
+                self.written.append(self._pending.popleft().result())  # a failed write raises here
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pair-writer")
+            self._pending.append(self._executor.submit(self.write_pair, data, timings))
+
+    def _wait_for_pending(self) -> None:
+        while self._pending:
+            self.written.append(self._pending.popleft().result())
 
     def _report(self, engine: Engine) -> None:
+        self._wait_for_pending()
         logger.info(f"registered {len(self.written)} pair(s); outputs written to {self.output_dir}")
 
-    def write_pair(self, data: Mapping[str, Any]) -> Path:
-        """Write one pair's folder from the postprocessed dict; returns the folder."""
+    def write_pair(self, data: Mapping[str, Any], timings: Mapping[str, float] | None = None) -> Path:
+        """Write one pair's folder from the postprocessed dict (``timings``: its stage times so far, seconds);
+        returns the folder."""
         started = time.perf_counter()
         record = data["pair"]
         destination = self.output_dir / record["pair_name"]
@@ -117,7 +149,7 @@ class PairOutputWriter:
         staging = Path(tempfile.mkdtemp(prefix=f".{record['pair_name']}.", suffix=".partial", dir=self.output_dir))
         try:
             files = self._write_files(staging, data, record)
-            timings = dict(self.timer.current) if self.timer is not None else {}
+            timings = dict(timings or {})
             timings["write"] = time.perf_counter() - started
             timings["total"] = sum(timings.values())
             summary = pair_summary(
@@ -158,7 +190,14 @@ class PairOutputWriter:
             save_quality_control_figure(
                 folder / "quality_control.png",
                 fixed=_numpy(data["fixed_original"]).astype(np.float32, copy=False),
-                moving=_numpy(data["moving_original_fixed_space"]),
+                # the moving image before registration, resampled only on the slices the picture shows
+                moving=partial(
+                    resample_slice,
+                    plain_tensor(data["moving_original"]),
+                    data["moving_original"].affine,
+                    tuple(data["fixed_original"].shape),
+                    data["fixed_affine"],
+                ),
                 warped=_numpy(data["warped_moving_fixed_space"]),
                 displacement_mm=_numpy(data["ddf_fixed_space"]),
                 affine=_numpy(data["fixed_affine"]),
