@@ -24,7 +24,7 @@ __all__ = ["BUNDLE_NAME", "bundle_files", "default_output", "write_bundle_zip", 
 BUNDLE_NAME = "memwarp_cardiac_mri_registration"
 # Folders shipped whole (less caches and hidden files) and single files shipped as they are.
 INCLUDED_FOLDERS = ("configs", "scripts", "docs", "sample_data")
-INCLUDED_FILES = ("LICENSE", "large_files.yml", "models/model.pt", "models/model.ts")
+INCLUDED_FILES = ("LICENSE", "large_files.yml", "models/model.pt", "models/model.json", "models/model.ts")
 # Without any of these the downloaded bundle cannot run inference or pass the zoo's checks.
 REQUIRED_FILES = INCLUDED_FILES + (
     "configs/metadata.json",

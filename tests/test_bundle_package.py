@@ -51,7 +51,11 @@ def test_tests_ci_caches_and_outputs_are_left_out(bundle_zip: Path) -> None:
     assert top_level == {"configs", "scripts", "models", "docs", "sample_data", "LICENSE", "large_files.yml"}
     unwanted = [name for name in members if name.endswith(".pyc") or "__pycache__" in name or "/." in f"/{name}"]
     assert not unwanted  # no caches, compiled Python or hidden files
-    assert {name for name in members if name.startswith("models/")} == {"models/model.pt", "models/model.ts"}
+    assert {name for name in members if name.startswith("models/")} == {
+        "models/model.pt",
+        "models/model.json",
+        "models/model.ts",
+    }
 
 
 def test_building_twice_gives_identical_bytes(bundle_zip: Path, tmp_path: Path) -> None:

@@ -135,6 +135,21 @@ def test_checkpoint_of_another_network_is_refused(tmp_path: Path, pair: dict) ->
     assert "network_preset" in assert_refused(other, tmp_path / "out", datalist=listing, ckpt_path=other)
 
 
+def test_checkpoint_card_naming_another_preset_is_refused_before_the_weights_are_read(
+    tmp_path: Path, pair: dict
+) -> None:
+    # inference loads weights like training and evaluation: the card beside model.pt is compared with the
+    # configured architecture/preset first (the weights file itself is not even a checkpoint here)
+    weights = tmp_path / "weights" / "model.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not read")
+    card = {"architecture": "memwarp", "network_preset": "paper", "spatial_size": [128, 128, 16]}
+    (weights.parent / "model.json").write_text(json.dumps(card))
+    listing = datalist(tmp_path, moving=pair["moving"], fixed=pair["fixed"])
+    message = assert_refused(weights.parent / "model.json", tmp_path / "out", datalist=listing, ckpt_path=weights)
+    assert "memwarp/paper" in message and "memwarp/compact" in message and "--network_preset paper" in message
+
+
 def test_output_dir_holding_the_inputs_is_refused(tmp_path: Path, pair: dict, compact_checkpoint: Path) -> None:
     listing = datalist(tmp_path, moving=pair["moving"], fixed=pair["fixed"])
     for output in (tmp_path / "inputs", tmp_path):  # equal to, then containing, the inputs' folder

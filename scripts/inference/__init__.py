@@ -19,7 +19,7 @@ one way, one module per step:
 """
 
 from scripts.inference.checkpoint import CheckpointRecord, file_sha256, load_network_weights
-from scripts.inference.handlers import InputChecks, PairProgressBar, PairTimer, RegistrationCheckpointLoader
+from scripts.inference.handlers import InputChecks, PairProgressBar, PairTimer
 from scripts.inference.input_checks import check_output_dir, check_pair_files, read_nifti_header, world_overlap
 from scripts.inference.network_io import RegistrationInferer, RegistrationPairBatch
 from scripts.inference.pairs import inference_pairs, pair_name, records_from_json, single_pair_record
@@ -35,7 +35,6 @@ __all__ = [
     "PairOutputWriter",
     "PairProgressBar",
     "PairTimer",
-    "RegistrationCheckpointLoader",
     "RegistrationInferer",
     "RegistrationPairBatch",
     "check_output_dir",

@@ -13,15 +13,13 @@ from collections.abc import Sequence
 
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
-from torch import nn
 from tqdm import tqdm
 
 from scripts.data import InvalidInputError
-from scripts.inference.checkpoint import CheckpointRecord, load_network_weights
 from scripts.inference.input_checks import check_output_dir, check_pair_files
 from scripts.inference.pairs import pair_name
 
-__all__ = ["InputChecks", "PairProgressBar", "PairTimer", "RegistrationCheckpointLoader"]
+__all__ = ["InputChecks", "PairProgressBar", "PairTimer"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,30 +54,6 @@ class InputChecks:
         for record in self.pairs:
             check_pair_files(record, self.min_overlap)
         logger.info(f"checked the inputs of {len(self.pairs)} pair(s)")
-
-
-class RegistrationCheckpointLoader:
-    """At ``Events.STARTED``: load the weights into the network (see :func:`load_network_weights`).
-
-    Like MONAI's ``CheckpointLoader`` with ``load_dict={"model": network}``, plus messages naming the file and the
-    file's sha256 for the summaries (``self.record`` after loading).
-
-    Args:
-        load_path: the checkpoint file.
-        network: the network_def instance the evaluator runs.
-        map_location: where to put the tensors (the device).
-    """
-
-    def __init__(self, load_path: str, network: nn.Module, map_location=None) -> None:
-        self.load_path, self.network, self.map_location = load_path, network, map_location
-        self.record: CheckpointRecord | None = None
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        self.record = load_network_weights(self.network, self.load_path, self.map_location)
-        logger.info(f"loaded weights {self.record.path} (sha256 {self.record.sha256[:12]}...)")
 
 
 class PairTimer:

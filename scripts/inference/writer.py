@@ -31,7 +31,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from scripts.geometry import NiftiGeometry, voxel_to_world_displacement, write_displacement_nifti
-from scripts.inference.handlers import PairTimer, RegistrationCheckpointLoader
+from scripts.inference.handlers import PairTimer
 from scripts.inference.network_io import plain_tensor
 from scripts.inference.nifti_io import save_volume
 from scripts.inference.qc_figure import save_quality_control_figure
@@ -78,7 +78,8 @@ class PairOutputWriter:
 
     Args:
         output_dir: folder receiving one subfolder per pair (created when the first pair is written).
-        checkpoint: the loader whose record (path, sha256) goes into the summaries.
+        checkpoint: the weights loader (``scripts.engine.WeightsLoader``) whose ``record`` (path, sha256) goes into
+            the summaries.
         timer: the :class:`PairTimer` whose stage times go into the summaries.
         network: description for the summaries (architecture, preset, device...).
         save_network_grid: also write the network-grid images to ``network_grid/``.
@@ -90,7 +91,7 @@ class PairOutputWriter:
     def __init__(
         self,
         output_dir: str,
-        checkpoint: RegistrationCheckpointLoader | None = None,
+        checkpoint: Any = None,
         timer: PairTimer | None = None,
         network: Mapping[str, Any] | None = None,
         save_network_grid: bool = False,
