@@ -142,6 +142,7 @@ def run_cine_benchmark(
     blend_weight: float = 0.5,
     save_fields: bool = True,
     progress: bool = True,
+    refine_steps: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
     """Per-cine errors of every row (a tracking mode, or :data:`TRUE_FIELDS_ROW`); see the module docstring."""
     truths = {case.name: _read_truth(case) for case in cases}
@@ -160,7 +161,9 @@ def run_cine_benchmark(
                         )
                         labels, function = measured.labels, measured.function
                     else:
-                        analysis = analyse_cine(case, network, device, row, batch_size, blend_weight)
+                        analysis = analyse_cine(
+                            case, network, device, row, batch_size, blend_weight, refine_steps=refine_steps
+                        )
                         fields = analysis.fields_mm
                         labels, function = analysis.measurements.labels, analysis.measurements.function
                     write_cine_folder(
@@ -251,6 +254,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--true_fields", action="store_true", help="add the row of the phantom's true fields")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--blend_weight", type=float, default=0.5)
+    parser.add_argument("--refine_steps", type=int, default=0, help="instance-optimisation steps per pair (default 0)")
     parser.add_argument("--no_fields", action="store_true", help="do not write the displacement fields (timing)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
@@ -281,7 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             network.eval()
         results = run_cine_benchmark(
-            cases, rows, network, args.device, args.batch_size, args.blend_weight, not args.no_fields
+            cases,
+            rows,
+            network,
+            args.device,
+            args.batch_size,
+            args.blend_weight,
+            not args.no_fields,
+            refine_steps=args.refine_steps,
         )
     except (InvalidInputError, MissingInputError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
@@ -302,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkpoint": None if checkpoint is None else {"path": checkpoint.path, "sha256": checkpoint.sha256},
         "network": {"architecture": args.architecture, "preset": args.network_preset},
         "threads": torch.get_num_threads(),
+        "refine_steps": args.refine_steps,
         "protocol": __doc__,
         "summaries": summaries,
         "targets": {row: _targets(s) for row, s in summaries.items() if row != TRUE_FIELDS_ROW},

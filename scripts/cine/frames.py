@@ -5,7 +5,7 @@ All frames of a cine share one voxel grid, so the spatial steps of the bundle's 
 interpolation and border padding, centre pad/crop to ``spatial_size``, min-max scale each image to [0, 1]) are
 applied once to the whole cine, the frames stacked as channels; each frame is scaled on its own (``channel_wise``),
 as each image of a pair is. A frame comes out exactly as the pair preprocessing makes it from the same file
-(``tests/test_cine_frames.py`` checks it).
+(``tests/test_cine_workflow.py`` checks it).
 
 The transforms are invertible: :func:`to_cine_grid` maps network-grid results (fields, segmentations) back to the
 cine's grid with ``monai.transforms.Invertd``, as inference maps its results back to the fixed image's grid.

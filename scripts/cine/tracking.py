@@ -17,6 +17,10 @@ Three ways to get ``d_t`` (``mode``), each with about one network call per frame
 
 Which one is better on the phantom is measured by ``python -m scripts.benchmark cine --tracking ...`` (see
 docs/README.md, "Cine function").
+
+With ``refine_steps > 0`` every network field is refined on its own pair before it is used (instance optimisation,
+:func:`scripts.inference.refinement.refine_displacement` with its default settings): each pair costs
+``refine_steps`` extra gradient steps.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from scripts.inference.refinement import refine_displacement
 from scripts.warping import warp_image
 
 __all__ = ["TRACKING_MODES", "compose_fields", "cycle_order", "register_pairs", "segment_frame", "track_cine"]
@@ -39,13 +44,16 @@ def cycle_order(n_frames: int, ed_index: int) -> list[int]:
 
 
 @torch.inference_mode()
-def register_pairs(network: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
-    """Register pairs in batches: ``network(moving, fixed)["ddf"]``.
+def register_pairs(
+    network: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batch_size: int = 4, refine_steps: int = 0
+) -> torch.Tensor:
+    """Register pairs in batches: ``network(moving, fixed)["ddf"]``, refined on each pair if ``refine_steps > 0``.
 
     Args:
         network: the bundle's ``network_def`` (called as ``network(moving, fixed)``), in eval mode.
         moving, fixed: (N, 1, H, W, D) images in [0, 1] on the network's device (``moving`` may be expanded).
-        batch_size: pairs per network call.
+        batch_size: pairs per network call (and per refinement).
+        refine_steps: instance-optimisation steps per pair (0: the network's fields as they are).
 
     Returns:
         (N, 3, H, W, D) fields in voxels, fixed -> moving.
@@ -53,7 +61,11 @@ def register_pairs(network: nn.Module, moving: torch.Tensor, fixed: torch.Tensor
     fields = []
     for start in range(0, moving.shape[0], max(1, int(batch_size))):
         stop = start + max(1, int(batch_size))
-        fields.append(network(moving[start:stop].contiguous(), fixed[start:stop].contiguous())["ddf"].float())
+        pair_moving, pair_fixed = moving[start:stop].contiguous(), fixed[start:stop].contiguous()
+        field = network(pair_moving, pair_fixed)["ddf"].float()
+        if refine_steps > 0:
+            field, _ = refine_displacement(pair_moving, pair_fixed, field, steps=int(refine_steps))
+        fields.append(field)
     return torch.cat(fields)
 
 
@@ -98,6 +110,7 @@ def track_cine(
     batch_size: int = 4,
     blend_weight: float = 0.5,
     field_provider=None,
+    refine_steps: int = 0,
 ) -> torch.Tensor:
     """ED -> frame fields of every frame on the network grid.
 
@@ -110,6 +123,7 @@ def track_cine(
         blend_weight: ``w`` of ``"blend"``: the weight of the direct field at each step.
         field_provider: optional ``(moving_indices, fixed_indices) -> (N, 3, H, W, D)`` used instead of the network
             (tests, and the benchmark's true-motion reference).
+        refine_steps: instance-optimisation steps per network field (0: none; see the module docstring).
 
     Returns:
         (T, 3, H, W, D) fields in voxels; the ED frame's is zero.
@@ -122,7 +136,9 @@ def track_cine(
     def register(moving_indices: Sequence[int], fixed_indices: Sequence[int]) -> torch.Tensor:
         if field_provider is not None:
             return field_provider(list(moving_indices), list(fixed_indices))
-        return register_pairs(network, frames[list(moving_indices)], frames[list(fixed_indices)], batch_size)
+        return register_pairs(
+            network, frames[list(moving_indices)], frames[list(fixed_indices)], batch_size, refine_steps
+        )
 
     fields = torch.zeros(n_frames, 3, *frames.shape[2:], dtype=torch.float32, device=frames.device)
     direct = None
