@@ -10,7 +10,9 @@ one way, one module per step:
 - :mod:`.preprocessing`: each file read once -> originals kept + (1, 128, 128, 16) network inputs (the bundle's
   ``scripts.data.registration_preprocessing``), inverse kept; the sample carries the pair record to the writer;
 - :mod:`.network_io`: ``prepare_batch`` and inferer, ``network(moving, fixed)``;
-- :mod:`.postprocessing`: network-grid products, inverted to the fixed image's original space
+- :mod:`.postprocessing`: the out-of-distribution check (:mod:`.ood_warning`) and the optional instance
+  optimisation (:mod:`.refinement`) of the network's field, then network-grid products, inverted to the fixed
+  image's original space, the inverse field on the moving image's grid (:mod:`.inverse_field`)
   (:mod:`scripts.geometry` for the voxel -> world mm conversion, :mod:`.resampling` for warping the original moving
   image), metrics;
 - :mod:`.writer` (with :mod:`.nifti_io` and :func:`scripts.geometry.write_displacement_nifti`, :mod:`.qc_figure`,
@@ -25,6 +27,7 @@ from scripts.inference.network_io import RegistrationInferer, RegistrationPairBa
 from scripts.inference.pairs import inference_pairs, pair_name, records_from_json, single_pair_record
 from scripts.inference.postprocessing import registration_postprocessing
 from scripts.inference.preprocessing import InferencePreprocessing, single_pair_collate
+from scripts.inference.refinement import RefinementSettings
 from scripts.inference.resampling import resample_at_world_points, resample_through_displacement
 from scripts.inference.writer import PairOutputWriter
 
@@ -36,6 +39,7 @@ __all__ = [
     "PairProgressBar",
     "PairTimer",
     "RegistrationInferer",
+    "RefinementSettings",
     "RegistrationPairBatch",
     "check_output_dir",
     "check_pair_files",

@@ -33,11 +33,19 @@ from scripts.monai_compat import GridCachingWarp
 __all__ = [
     "DEFAULT_INVERSION_TOLERANCE",
     "DEFAULT_MAX_INVERSION_ITERATIONS",
+    "INVERSE_DISPLACEMENT_CONVENTION",
     "InversionRecord",
     "compose_displacements",
     "invert_displacement",
     "inverse_consistency_error",
 ]
+
+INVERSE_DISPLACEMENT_CONVENTION = (
+    "v(q) in millimetres along world RAS axes on the MOVING image's original grid; a moving world point q maps to "
+    "q + v(q) in the fixed image (moving -> fixed, the inverse of the forward field: resampling the warped image "
+    "through it gives back the moving image); NIfTI (X, Y, Z, 1, 3) float32, intent 1006 (displacement vector); "
+    "v = 0 outside the network's field of view"
+)
 
 DEFAULT_INVERSION_TOLERANCE = 1e-3
 """Stop when no voxel's inverse moves by more than this between two iterations (voxels)."""

@@ -37,6 +37,8 @@ __all__ = [
     "SIMILARITY_IMPROVEMENT",
     "FOLDING_PERCENT",
     "SUGGESTED_REFINE_STEPS",
+    "WARNING_SIMILARITY",
+    "WARNING_THRESHOLDS",
     "WarningThresholds",
     "body_mask",
     "memory_confidence",
@@ -54,6 +56,9 @@ FOLDING_PERCENT = "folding_percent"
 SUGGESTED_REFINE_STEPS = DEFAULT_REFINE_STEPS
 """The ``--refine_steps`` value a warning suggests."""
 
+WARNING_SIMILARITY = DEFAULT_SIMILARITY
+"""The dissimilarity whose improvement inference judges (see :func:`warning_statistics`)."""
+
 
 @dataclass(frozen=True)
 class WarningThresholds:
@@ -68,6 +73,10 @@ class WarningThresholds:
     min_memory_confidence: float = 0.6
     min_similarity_improvement: float = 0.05
     max_folding_percent: float = 0.5
+
+
+WARNING_THRESHOLDS = WarningThresholds()
+"""The thresholds inference uses (calibrated on the phantom test split and its perturbations, docs/README.md)."""
 
 
 def memory_confidence(anatomical_logits: torch.Tensor) -> torch.Tensor:
@@ -179,6 +188,7 @@ def ood_warnings(
     statistics: Mapping[str, float | None],
     thresholds: WarningThresholds = WarningThresholds(),
     suggested_refine_steps: int = SUGGESTED_REFINE_STEPS,
+    advice: str | None = None,
 ) -> list[str]:
     """The warnings one pair deserves, as sentences naming the reason and suggesting ``--refine_steps``.
 
@@ -186,11 +196,13 @@ def ood_warnings(
         statistics: one pair's entry of :func:`warning_statistics` (a missing or None statistic is not judged).
         thresholds: the limits.
         suggested_refine_steps: the step count the sentences suggest.
+        advice: what each sentence ends with instead of the suggestion (e.g. when the field was refined already).
 
     Returns:
         list of strings, empty when nothing looks wrong.
     """
-    advice = f"check the result, or register again with --refine_steps {suggested_refine_steps}"
+    if advice is None:
+        advice = f"check the result, or register again with --refine_steps {suggested_refine_steps}"
     warnings = []
     confidence = statistics.get(MEMORY_CONFIDENCE)
     if confidence is not None and confidence < thresholds.min_memory_confidence:

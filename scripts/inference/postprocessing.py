@@ -2,7 +2,10 @@
 
 Runs per pair on the engine's merged dict (the sample of :mod:`scripts.inference.preprocessing` + ``"pred"`` from
 :class:`~scripts.inference.network_io.RegistrationInferer`), computes in memory from what the sample carries (no file
-is read again), writes nothing. Keys added:
+is read again), writes nothing. First, on the network's own answer: the out-of-distribution check
+(:class:`OutOfDistributionCheckd`: ``"out_of_distribution"`` statistics and thresholds, ``"warnings"`` sentences, one
+WARNING log line when there are any), then the instance optimisation (:class:`RefineDisplacementd`, ``"refinement"``),
+which replaces the network's field by the refined one BEFORE anything below uses it. Keys added:
 
 Network grid (128 x 128 x 16 at 1.8 x 1.8 x 10 mm, RAS, affine = ``sample["fixed"].affine``):
     ``"ddf"`` (3, H, W, D) voxels; ``"warped"`` (1, H, W, D) in [0, 1]; ``"fixed_segmentation"`` (1, H, W, D) labels
@@ -15,12 +18,17 @@ Fixed image's original space (shape and affine of the fixed file):
     ``"fixed_affine"`` (4, 4) float64; ``"warped_moving_fixed_space"`` (X, Y, Z) float32 in the input intensity
     units;
     ``"warped_moving_label_fixed_space"`` (X, Y, Z) uint8, when the record has a moving label.
+Moving image's original space (:class:`InverseDisplacementd`):
+    ``"ddf_moving_space"`` (3, X_m, Y_m, Z_m) mm, world RAS, moving -> fixed (the inverse field);
+    ``"inverse_consistency"``: how well the inverse undoes the field (median and 95th percentile, mm).
 Metrics: ``"metrics"``, a dict of floats (see :class:`RegistrationMetricsd`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -30,8 +38,18 @@ from monai.utils import CommonKeys
 
 from scripts.data.transforms import source_name
 from scripts.geometry import grid_world_points, voxel_to_world_displacement
+from scripts.inference.inverse_field import inverse_consistency_error, invert_displacement
 from scripts.inference.network_io import plain_tensor
+from scripts.inference.ood_warning import (
+    SUGGESTED_REFINE_STEPS,
+    WARNING_SIMILARITY,
+    WARNING_THRESHOLDS,
+    WarningThresholds,
+    ood_warnings,
+    warning_statistics,
+)
 from scripts.inference.preprocessing import InferencePreprocessing
+from scripts.inference.refinement import RefinementSettings, refine_displacement
 from scripts.inference.resampling import WorldPointSampler
 from scripts.labels import NETWORK_PIXDIM_MM
 from scripts.metrics import (
@@ -43,10 +61,14 @@ from scripts.metrics import (
     segmentation_dice,
     std_log_jacobian_positive,
 )
+from scripts.warping import warp_image
 
 __all__ = [
     "FIXED_SPACE_KEYS",
+    "InverseDisplacementd",
     "InvertToFixedSpaced",
+    "OutOfDistributionCheckd",
+    "RefineDisplacementd",
     "RegistrationMetricsd",
     "SplitFieldAndJacobiand",
     "UnpackRegistrationOutputd",
@@ -65,8 +87,107 @@ is used. The field (3 channels) and J - 1 travel as ONE 4-channel image: one inv
 channel by channel the same."""
 
 
+logger = logging.getLogger(__name__)
+
+
 def _to_python(value: torch.Tensor) -> float:
     return float(value.reshape(-1)[0])
+
+
+def _network_inputs(data: Mapping[Hashable, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair's network-grid images as the network saw them: (1, 1, H, W, D) plain tensors on ``device``."""
+    return tuple(plain_tensor(data[key])[None].to(device=device, dtype=torch.float32) for key in ("moving", "fixed"))
+
+
+class OutOfDistributionCheckd(Transform):
+    """Judge the NETWORK's answer (before any refinement) by the rules of :mod:`scripts.inference.ood_warning`.
+
+    Adds ``"out_of_distribution"`` (the pair's statistics and the thresholds they were held against) and
+    ``"warnings"`` (sentences, empty when nothing looks wrong), and logs ONE WARNING line naming the pair and every
+    reason when there is one.
+
+    Args:
+        thresholds: the limits (default: the calibrated :data:`~scripts.inference.ood_warning.WARNING_THRESHOLDS`).
+        refine_steps: the run's ``refine_steps``: a warning suggests refining when it is 0, and says the field was
+            refined otherwise.
+        pred_key: key of the inferer's output dict (batch of one pair).
+    """
+
+    def __init__(
+        self, thresholds: WarningThresholds = WARNING_THRESHOLDS, refine_steps: int = 0, pred_key: str = CommonKeys.PRED
+    ) -> None:
+        self.thresholds, self.refine_steps, self.pred_key = thresholds, int(refine_steps), pred_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        pred = d[self.pred_key]
+        ddf = pred["ddf"].float()
+        moving, fixed = _network_inputs(d, ddf.device)
+        logits = pred.get("fixed_logits")
+        statistics = warning_statistics(moving, fixed, ddf, logits, similarity=WARNING_SIMILARITY)[0]
+        advice = (
+            f"the field was refined with {self.refine_steps} steps: check the result" if self.refine_steps > 0 else None
+        )
+        warnings = ood_warnings(statistics, self.thresholds, SUGGESTED_REFINE_STEPS, advice=advice)
+        d["out_of_distribution"] = {
+            "statistics": statistics,
+            "similarity": WARNING_SIMILARITY,
+            "thresholds": asdict(self.thresholds),
+            "judged": "the network's own field, before any refinement",
+        }
+        d["warnings"] = warnings
+        if warnings:
+            logger.warning(f"{d['pair']['pair_name']}: possibly out of distribution: " + "; ".join(warnings))
+        return d
+
+
+class RefineDisplacementd(Transform):
+    """Instance optimisation (:func:`~scripts.inference.refinement.refine_displacement`) of the network's field on
+    the network grid, replacing ``pred["ddf"]`` and ``pred["warped"]`` so that every later step (Jacobian, inversion
+    to the fixed grid, warped images, inverse field, metrics) uses the refined field; the memory's segmentation is
+    left as the network made it. Adds ``"refinement"``: steps, similarity, its value before and after (lower is
+    better), seconds. Runs on the device of the network's output.
+
+    Args:
+        settings: the run's ``refine_*`` values.
+        pred_key: key of the inferer's output dict (batch of one pair).
+    """
+
+    def __init__(self, settings: RefinementSettings, pred_key: str = CommonKeys.PRED) -> None:
+        self.settings, self.pred_key = settings, pred_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        settings = self.settings
+        if settings.steps == 0:
+            d["refinement"] = {"steps": 0, "note": "refine_steps is 0: the network's field is used as it is"}
+            return d
+        pred = dict(d[self.pred_key])
+        ddf = pred["ddf"].float()
+        moving, fixed = _network_inputs(d, ddf.device)
+        refined, record = refine_displacement(
+            moving,
+            fixed,
+            ddf,
+            steps=settings.steps,
+            similarity=settings.similarity,
+            similarity_weight=settings.similarity_weight,
+            regularisation_weight=settings.regularisation_weight,
+            learning_rate=settings.learning_rate,
+        )
+        pred["ddf"], pred["warped"] = refined, warp_image(moving, refined)
+        d[self.pred_key] = pred
+        d["refinement"] = {
+            "steps": record.steps,
+            "similarity": record.similarity,
+            "dissimilarity_before": record.similarity_before[0],
+            "dissimilarity_after": record.similarity_after[0],
+            "seconds": round(record.seconds, 4),
+            "similarity_weight": settings.similarity_weight,
+            "regularisation_weight": settings.regularisation_weight,
+            "learning_rate": settings.learning_rate,
+        }
+        return d
 
 
 class UnpackRegistrationOutputd(Transform):
@@ -206,6 +327,55 @@ class WarpOriginalMovingd(Transform):
         return d
 
 
+class InverseDisplacementd(Transform):
+    """The moving -> fixed field on the MOVING image's original grid, and how well it undoes the forward field.
+
+    The network-grid field ``u`` (``"ddf"``, after any refinement) is inverted there by fixed-point iteration
+    (:func:`~scripts.inference.inverse_field.invert_displacement`): ``v(y) = -u(y + v(y))``, so the moving point
+    ``y`` maps to ``y + v(y)`` in the fixed image. ``v`` is expressed in world mm (RAS) and sampled (trilinear) at
+    every voxel centre of the original moving image; ``v = 0`` beyond half a voxel outside the network's field of view
+    (the forward file's rule). The same convention as ``displacement_fixed_to_moving_mm.nii.gz`` with the roles
+    swapped: resampling the warped image (fixed grid) through it with ITK gives back the moving image.
+
+    Adds ``"ddf_moving_space"`` (3, X_m, Y_m, Z_m) float32 mm and ``"inverse_consistency"``: ``|u(x) + v(x +
+    u(x))|`` in mm on the network grid, its median and 95th percentile over the voxels whose image lies inside the
+    grid (``overall``) and over those inside the heart (``heart``: the fixed label map > 0 when given, else the
+    memory's segmentation > 0; absent for networks without either), plus the inversion's iterations.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        ddf = plain_tensor(d["ddf"]).float()[None]
+        network_affine = d["fixed"].affine
+        inverse, record = invert_displacement(ddf)
+        if "fixed_label" in d:
+            heart, heart_from = plain_tensor(d["fixed_label"]) > 0, "fixed label map"
+        elif "fixed_segmentation" in d:
+            heart, heart_from = plain_tensor(d["fixed_segmentation"]) > 0, "memory's segmentation of the fixed image"
+        else:
+            heart, heart_from = None, None
+        errors = inverse_consistency_error(
+            ddf, inverse, affine=network_affine, mask=None if heart is None else heart[None].to(ddf.device)
+        )
+        consistency: dict[str, Any] = {
+            "overall": {"median_mm": float(errors["median_mm"][0]), "p95_mm": float(errors["p95_mm"][0])},
+        }
+        if heart is not None:
+            consistency["heart"] = {
+                "median_mm": float(errors["mask_median_mm"][0]),
+                "p95_mm": float(errors["mask_p95_mm"][0]),
+                "region": heart_from,
+            }
+        consistency["inversion"] = {"iterations": record.iterations, "converged": record.converged}
+        d["inverse_consistency"] = consistency
+        world = voxel_to_world_displacement(inverse[0], network_affine).to(torch.float32)
+        moving = d["moving_original"]
+        points = grid_world_points(tuple(moving.shape), moving.affine, device=world.device)
+        sample = WorldPointSampler(points, network_affine, tuple(world.shape[1:]))
+        d["ddf_moving_space"] = torch.stack([sample(component) for component in world])
+        return d
+
+
 class RegistrationMetricsd(Transform):
     """Metrics of the pair on the network grid, as evaluation computes them, under ``"metrics"`` (floats).
 
@@ -252,23 +422,32 @@ class RegistrationMetricsd(Transform):
 
 
 def registration_postprocessing(
-    preprocessing: InferencePreprocessing, pixdim: Sequence[float] = NETWORK_PIXDIM_MM
+    preprocessing: InferencePreprocessing,
+    pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
+    refinement: RefinementSettings | None = None,
+    warning_thresholds: WarningThresholds = WARNING_THRESHOLDS,
 ) -> Compose:
     """The postprocessing chain of the inference config (see the module docstring for the keys it adds).
 
     Args:
         preprocessing: the dataset's preprocessing (the same object: ``Invertd`` matches transforms by id).
         pixdim: network voxel size in mm.
+        refinement: the instance optimisation asked for (None: none).
+        warning_thresholds: the out-of-distribution warning's limits.
     """
+    refinement = RefinementSettings() if refinement is None else refinement
     fixed_space_keys = [name for name, _ in FIXED_SPACE_KEYS.values()]
     nearest = [flag for _, flag in FIXED_SPACE_KEYS.values()]
     return Compose(
         [
+            OutOfDistributionCheckd(warning_thresholds, refinement.steps),
+            RefineDisplacementd(refinement),
             UnpackRegistrationOutputd(),
             InvertToFixedSpaced(fixed_space_keys, preprocessing, nearest),
             SplitFieldAndJacobiand(),
             WorldDisplacementd("ddf_fixed_space", grid_key="fixed"),
             WarpOriginalMovingd("ddf_fixed_space"),
+            InverseDisplacementd(),
             RegistrationMetricsd(pixdim),
         ]
     )

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import GlobalMutualInformationLoss
 
+from scripts.errors import InvalidInputError
 from scripts.losses import diffusion_regularisation
 from scripts.warping import downsample_in_plane, in_plane_pyramid, warp_image
 
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_SIMILARITY_WEIGHT",
     "SIMILARITIES",
     "RefinementRecord",
+    "RefinementSettings",
     "SliceLocalCorrelation",
     "image_dissimilarity",
     "refine_displacement",
@@ -109,6 +111,46 @@ class RefinementRecord:
     def as_dict(self) -> dict[str, object]:
         """All fields as a JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RefinementSettings:
+    """The refinement a run asks for: ``configs/inference.json``'s flat ``refine_*`` keys.
+
+    Attributes:
+        steps: Adam steps per pair (``refine_steps``); 0 uses the network's field as it is.
+        similarity: the dissimilarity optimised (``refine_similarity``), one of :data:`SIMILARITIES`.
+        similarity_weight: lambda_sim (``refine_similarity_weight``).
+        regularisation_weight: lambda_reg of the diffusion regulariser (``refine_regularisation_weight``).
+        learning_rate: Adam's step size in voxels of the optimisation grid (``refine_learning_rate``).
+
+    Raises:
+        InvalidInputError: a value no refinement can use, named by its config key (a user's override).
+    """
+
+    steps: int = 0
+    similarity: str = DEFAULT_SIMILARITY
+    similarity_weight: float = DEFAULT_SIMILARITY_WEIGHT
+    regularisation_weight: float = DEFAULT_REGULARISATION_WEIGHT
+    learning_rate: float = DEFAULT_LEARNING_RATE
+
+    def __post_init__(self) -> None:
+        where = "configs/inference.json"
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise InvalidInputError(f"{where}: refine_steps must be a whole number >= 0, got {self.steps!r}")
+        if self.similarity not in SIMILARITIES:
+            raise InvalidInputError(
+                f"{where}: refine_similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}"
+            )
+        for key, value in (
+            ("refine_similarity_weight", self.similarity_weight),
+            ("refine_regularisation_weight", self.regularisation_weight),
+            ("refine_learning_rate", self.learning_rate),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InvalidInputError(f"{where}: {key} must be a number >= 0, got {value!r}")
+        if self.steps > 0 and not self.learning_rate > 0:
+            raise InvalidInputError(f"{where}: refine_learning_rate must be > 0 when refine_steps > 0")
 
 
 def _per_pair_mean(values: torch.Tensor) -> torch.Tensor:

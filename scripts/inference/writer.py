@@ -3,6 +3,7 @@
 ``<output_dir>/<pair_name>/`` holds (fixed image's original space unless said otherwise):
 ``warped_moving.nii.gz``, ``warped_moving_label.nii.gz`` (when a moving label is given),
 ``displacement_fixed_to_moving_mm.nii.gz`` (see :mod:`scripts.geometry.displacement_nifti`),
+``displacement_moving_to_fixed_mm.nii.gz`` (its inverse, on the MOVING image's original grid),
 ``fixed_segmentation_predicted.nii.gz`` (networks with an anatomical memory), ``jacobian_determinant.nii.gz``,
 ``summary.json``, ``quality_control.png`` and, on request, ``network_grid/`` with the network-grid versions.
 A failure while writing a pair leaves no trace of that pair; an earlier result of the same pair is replaced only
@@ -160,6 +161,10 @@ class PairOutputWriter:
                 None if self.checkpoint is None else self.checkpoint.record,
                 files + ["summary.json"],
                 self.network,
+                refinement=data.get("refinement"),
+                warnings=data.get("warnings", ()),
+                out_of_distribution=data.get("out_of_distribution"),
+                inverse_consistency=data.get("inverse_consistency"),
             )
             (staging / "summary.json").write_text(json.dumps(summary, indent=4) + "\n", encoding="utf-8")
             os.chmod(staging, 0o755)  # mkdtemp makes it private; outputs are meant to be shared like any folder
@@ -185,6 +190,12 @@ class PairOutputWriter:
             folder / "displacement_fixed_to_moving_mm.nii.gz", data["ddf_fixed_space"], fixed_space
         )
         files.append("displacement_fixed_to_moving_mm.nii.gz")
+        if "ddf_moving_space" in data:
+            moving_space = NiftiGeometry.from_header_fields(data["moving_original"].meta)
+            write_displacement_nifti(
+                folder / "displacement_moving_to_fixed_mm.nii.gz", data["ddf_moving_space"], moving_space
+            )
+            files.append("displacement_moving_to_fixed_mm.nii.gz")
         volume("fixed_segmentation_predicted.nii.gz", "fixed_segmentation_fixed_space", np.uint8)
         volume("jacobian_determinant.nii.gz", "jacobian_fixed_space")
         if self.save_qc:
