@@ -17,6 +17,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from scripts.benchmark.robustness import network_rows
+from scripts.benchmark.robustness import parse_args as parse_robustness_args
+from scripts.benchmark.robustness import refined_field_function
 from scripts.data import registration_preprocessing
 from scripts.inference.checkpoint import load_network_weights
 from scripts.networks import bundle_network
@@ -197,3 +200,38 @@ def test_the_inverse_consistency_error_is_recorded_and_small_inside_the_heart(un
     assert consistency["overall"]["median_mm"] <= 0.5
     assert consistency["heart"]["median_mm"] <= 0.6  # dominated by the 10 mm slices' through-plane part
     assert consistency["heart"]["median_mm"] <= consistency["heart"]["p95_mm"]
+
+
+# --------------------------------------------------------------------------------- robustness benchmark rows
+
+
+def test_the_robustness_benchmark_scores_a_refined_row_after_each_network() -> None:
+    arguments = ["--dataset_dir", "d", "--method", "A=memwarp:a.pt", "--method", "B=memwarp:b.pt", "--classical"]
+    assert network_rows(parse_robustness_args(arguments + ["--refine_steps", "20"])) == [
+        "A",
+        "A+refine20",
+        "B",
+        "B+refine20",
+    ]
+    assert network_rows(parse_robustness_args(arguments)) == ["A", "B"]
+
+
+def test_a_refined_row_improves_the_network_field_and_keeps_its_segmentation() -> None:
+    # a smooth blob shifted by 2 voxels along axis 0; the "network" answers with no displacement at all
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in (48, 48, 4)], indexing="ij"))
+    centre = torch.tensor([24.0, 24.0, 1.5]).view(3, 1, 1, 1)
+    scale = torch.tensor([8.0, 8.0, 100.0]).view(3, 1, 1, 1)
+    fixed = torch.exp(-(((grid - centre) / scale) ** 2).sum(0))[None, None]
+    moving = torch.exp(-(((grid - centre - torch.tensor([2.0, 0, 0]).view(3, 1, 1, 1)) / scale) ** 2).sum(0))[
+        None, None
+    ]
+    logits = torch.randn(1, 4, 48, 48, 4)
+
+    def still(moving_image: torch.Tensor, fixed_image: torch.Tensor):
+        return torch.zeros(1, 3, 48, 48, 4), logits
+
+    ddf, kept = refined_field_function(still, 30, "mse")(moving, fixed)
+    assert kept is logits
+    inside = fixed[0, 0] > 0.5
+    assert float(ddf[0, 0][inside].mean()) > 1.0  # towards the true 2-voxel shift
+    assert float(ddf[0, 1:][:, inside].abs().mean()) < 0.3

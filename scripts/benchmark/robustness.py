@@ -7,7 +7,9 @@ ES), so every method meets the change through the bundle's real preprocessing
 (``scripts.data.registration_preprocessing``). Both directed pairs of the patient are then registered by:
 
 - every network row, ``--method "NAME=ARCHITECTURE[@PRESET]:CHECKPOINT"`` (as in the accuracy mode), on every
-  test patient;
+  test patient, and with ``--refine_steps N`` also a row ``NAME+refineN``: the same network's field refined on each
+  pair by inference's instance optimisation (:func:`scripts.inference.refinement.refine_displacement`, the
+  similarity of ``--refine_similarity``), timed with the network;
 - the classical tools (``--classical``: ANTs SyN, elastix affine + B-spline, SimpleITK diffeomorphic demons,
   :mod:`scripts.benchmark.classical`) on a fixed, evenly spaced subset of ``--classical_patients`` test patients
   (they take minutes per pair on a CPU), the same subset for every perturbation, stated in the output;
@@ -54,13 +56,17 @@ from scripts.evaluation import (
     write_csv_atomic,
     write_json_atomic,
 )
+from scripts.inference.refinement import DEFAULT_SIMILARITY, SIMILARITIES, refine_displacement
 from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 
 __all__ = [
     "ROBUSTNESS_METRICS",
     "classical_subset",
     "main",
+    "network_rows",
     "overall_speed_ratios",
+    "refined_field_function",
+    "refined_row_name",
     "robustness_ratios",
     "robustness_tables",
     "run_robustness",
@@ -104,6 +110,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pixdim", nargs=3, type=float, default=list(NETWORK_PIXDIM_MM))
     parser.add_argument("--threads", type=int, default=None, help="torch and ITK threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--refine_steps", type=int, default=0, help="also score each network refined with N steps (row NAME+refineN)"
+    )
+    parser.add_argument("--refine_similarity", default=DEFAULT_SIMILARITY, choices=list(SIMILARITIES))
     parser.add_argument("--keep_perturbed_data", default="", help="write the perturbed data sets here (kept)")
     parser.add_argument("--output_dir", default="benchmark_robustness")
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -113,6 +123,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("nothing to score: give at least one --method or a --classical tool")
     if args.classical_patients < 1:
         parser.error("--classical_patients must be at least 1")
+    if args.refine_steps < 0:
+        parser.error("--refine_steps must be at least 0")
     args.perturbations = ["unperturbed"] + [name for name in args.perturbations if name != "unperturbed"]
     return args
 
@@ -180,6 +192,33 @@ def classical_field_function(method: ClassicalMethod, spacing: Sequence[float], 
     return field
 
 
+def refined_row_name(network: str, steps: int) -> str:
+    """The row of ``network`` refined with ``steps`` steps: ``NAME+refineN``."""
+    return f"{network}+refine{steps}"
+
+
+def refined_field_function(field: FieldFunction, steps: int, similarity: str) -> FieldFunction:
+    """``field`` followed by inference's instance optimisation of its displacement on the pair (the memory's
+    segmentation unchanged), with inference's default weights and learning rate."""
+
+    def refined(moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ddf, logits = field(moving, fixed)
+        ddf, _ = refine_displacement(moving.to(ddf.device), fixed.to(ddf.device), ddf, steps, similarity)
+        return ddf, logits
+
+    return refined
+
+
+def network_rows(args: argparse.Namespace) -> list[str]:
+    """The network rows of the run: each ``--method`` and, with ``--refine_steps``, its refined row after it."""
+    rows = []
+    for spec in args.methods:
+        rows.append(spec.name)
+        if args.refine_steps > 0:
+            rows.append(refined_row_name(spec.name, args.refine_steps))
+    return rows
+
+
 def _pair_row(perturbation: str, method: str, record: Mapping[str, Any], metrics: Mapping[str, float]) -> dict:
     return {
         "perturbation": perturbation,
@@ -203,6 +242,9 @@ def run_robustness(args: argparse.Namespace) -> dict[str, Any]:
         if spec.name in methods or spec.name == INITIAL_ROW:
             raise ValueError(f"--method name {spec.name!r} is used twice or reserved")
         methods[spec.name] = network_field_function(spec, spec.preset or args.preset, device)
+        if args.refine_steps > 0:
+            refined = refined_field_function(methods[spec.name], args.refine_steps, args.refine_similarity)
+            methods[refined_row_name(spec.name, args.refine_steps)] = refined
     by_patient: dict[str, list[dict]] = {}
     for record in pair_datalist(args.dataset_dir, args.datalist, args.section):
         by_patient.setdefault(str(record["patient"]), []).append(record)
@@ -365,7 +407,7 @@ def _write_report(
     output = Path(args.output_dir)
     done = list(dict.fromkeys(r["perturbation"] for r in rows))
     results = {name: _summaries([r for r in rows if r["perturbation"] == name], subset) for name in done}
-    networks = [spec.name for spec in args.methods]
+    networks = network_rows(args)
     description = protocol(args.spatial_size, spacing)
     description.update(
         {
@@ -390,7 +432,8 @@ def _write_report(
             ),
             "seconds_per_pair": (
                 "wall time of one pair's registration (networks: batch-1 forward in inference mode after one "
-                "untimed warm-up; classical tools: their registration and the field's conversion)"
+                "untimed warm-up, refined rows: forward and refinement; classical tools: their registration and "
+                "the field's conversion)"
             ),
         }
     )
@@ -411,6 +454,15 @@ def _write_report(
                     "checkpoint": spec.checkpoint,
                 }
                 for spec in args.methods
+            },
+            **{
+                refined_row_name(spec.name, args.refine_steps): {
+                    "network": spec.name,
+                    "refine_steps": args.refine_steps,
+                    "refine_similarity": args.refine_similarity,
+                }
+                for spec in args.methods
+                if args.refine_steps > 0
             },
             **{
                 row: {"version": method.version(), "parameters": _plain(method.parameters)}
