@@ -1,9 +1,10 @@
 """The cine workflow (configs/cine.json, scripts.cine) and its benchmark on a small phantom cine with its truth.
 
 The phantom (a normal heart, 8 frames) knows its motion; fed its true ED -> frame fields, the workflow's
-measurement must give the true ejection fractions, volume curves, ES frame and strain within stated tolerances.
-The command line runs with a randomly initialised network: what is checked there is the files, their grid and the
-error handling, not the accuracy of untrained weights.
+measurement must give the true ejection fractions, volume curves, ES frame and strain within stated tolerances;
+tracked with the shipped weights it should give them within the issue's targets (not met yet: a strict xfail). The
+command line runs with a randomly initialised network: what is checked there is the files, their grid, the run's
+summary and the error handling, not the accuracy of untrained weights.
 """
 
 from __future__ import annotations
@@ -19,32 +20,50 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from scripts.benchmark.cine import TRUE_FIELDS_ROW, cine_errors
 from scripts.benchmark.cine import main as benchmark_main
-from scripts.cine import cine_cases, cine_preprocessing, measure_cine, network_fields_to_world, read_cine, track_cine
+from scripts.cine import (
+    analyse_cine,
+    cine_cases,
+    cine_preprocessing,
+    measure_cine,
+    network_fields_to_world,
+    read_cine,
+    track_cine,
+)
 from scripts.cine.frames import CINE_KEY
 from scripts.data import registration_preprocessing
 from scripts.geometry import read_displacement_nifti
+from scripts.inference import load_network_weights
 from scripts.networks import bundle_network
+from scripts.networks.cpu import optimise_for_device
 from scripts.phantom import GenerationOptions, generate_subject
 from scripts.phantom.acdc_writer import write_subject
 from scripts.phantom.cine_truth import cine_truth_paths, write_cine_truth
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 PATIENT = 131  # a normal heart of the test split
+COPY = 132  # the same cine under another name: a second patient of the run
+SHIPPED_WEIGHTS = BUNDLE_ROOT / "models" / "model.pt"
 FRAMES = 8
 OPTIONS = GenerationOptions(n_frames=FRAMES, max_matrix=128, n_through=1)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    """ACDC-layout root with ``testing/patient131`` (cine, ED/ES frames and labels) and its cine truth."""
+    """ACDC-layout root with ``testing/patient131`` (cine, ED/ES frames and labels) and its cine truth, and
+    ``testing/patient132``, a copy of it under that name."""
     root = tmp_path_factory.mktemp("cine") / "database"
     subject = generate_subject(PATIENT, 0, options=OPTIONS, cine_truth=True)
     folder = root / "testing" / subject.name
     write_subject(subject, folder)
     write_cine_truth(subject, folder)
+    copy = root / "testing" / f"patient{COPY:03d}"
+    copy.mkdir()
+    for path in folder.iterdir():
+        (copy / path.name.replace(subject.name, copy.name)).write_bytes(path.read_bytes())
     return root
 
 
@@ -59,12 +78,9 @@ def truth(patient) -> dict:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised default network (memwarp, compact) as a plain state dict."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "random.pt"
-    torch.save(bundle_network("memwarp", "compact").state_dict(), path)
-    return path
+def checkpoint(compact_checkpoint) -> Path:
+    """A randomly initialised default network (memwarp, compact) as a plain state dict (conftest.py)."""
+    return compact_checkpoint
 
 
 def true_fields(patient: Path) -> torch.Tensor:
@@ -124,6 +140,29 @@ def test_frame_to_frame_fields_are_composed_round_the_cycle_from_ed(mode):
     assert not fields[ed].any()
 
 
+class ZeroFieldNetwork(nn.Module):
+    """A registration network that always answers "no motion"."""
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"ddf": torch.zeros(moving.shape[0], 3, *moving.shape[2:])}
+
+
+def test_refine_steps_refine_each_network_field_on_its_own_pair():
+    # frame 1 is the ED blob moved by +2 voxels along axis 0: its field (fixed = frame 1) is -2 voxels there
+    axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in (48, 48, 4)), indexing="ij")
+
+    def blob(centre: float) -> torch.Tensor:
+        return torch.exp(-((axes[0] - centre) ** 2 + (axes[1] - 24.0) ** 2) / (2 * 6.0**2))
+
+    frames = torch.stack([blob(24.0), blob(26.0)])[:, None]
+    unrefined = track_cine(ZeroFieldNetwork(), frames, 0, "direct")
+    refined = track_cine(ZeroFieldNetwork(), frames, 0, "direct", refine_steps=30)
+    assert not unrefined.any()
+    assert not refined[0].any()  # the ED frame's field stays zero
+    shift = float(refined[1, 0, 16:32, 16:32].mean())
+    assert -2.5 < shift < -1.0, shift
+
+
 def test_true_motion_gives_the_true_function_volumes_and_strain(patient, truth):
     loaded = read_cine(cine_cases(patient)[0])
     measured = measure_cine(loaded.ed_labels, true_fields(patient), loaded.affine, 0, loaded.case.es_frame_info)
@@ -136,10 +175,24 @@ def test_true_motion_gives_the_true_function_volumes_and_strain(patient, truth):
     np.testing.assert_array_equal(measured.labels[..., 0], loaded.ed_labels)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 EF targets not met by the 0.5.0 weights: they track a fraction of the motion (LV EF 22 points, "
+    "RV EF 29 points too low on this cine; docs/README.md, 'Cine function'). Strict: passing means the targets are met",
+)
+def test_shipped_weights_measure_the_ejection_fractions_within_the_targets(patient, truth):
+    network = optimise_for_device(bundle_network("memwarp", "compact"), "cpu")
+    load_network_weights(network, str(SHIPPED_WEIGHTS), "cpu", architecture="memwarp", network_preset="compact")
+    analysis = analyse_cine(cine_cases(patient)[0], network.eval())
+    errors = cine_errors(analysis.measurements.function, truth)
+    assert errors["lv_ef_error"] <= 3.0 and errors["rv_ef_error"] <= 5.0, errors  # EF points, the issue's targets
+    assert errors["es_frame_error"] <= 1
+
+
 def test_workflow_writes_every_output_on_the_cines_grid(dataset, patient, checkpoint, tmp_path):
     output = tmp_path / "out"
     result = run_cine(
-        "--dataset_dir", str(dataset), "--patients", f"[{PATIENT}]", "--ckpt_path", str(checkpoint),
+        "--dataset_dir", str(dataset), "--patients", f"[{PATIENT},{COPY}]", "--ckpt_path", str(checkpoint),
         "--output_dir", str(output), "--batch_size", "3",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -167,7 +220,8 @@ def test_workflow_writes_every_output_on_the_cines_grid(dataset, patient, checkp
     )
     assert (folder / "function.png").stat().st_size > 10_000
     summary = list(csv.DictReader((output / "cine_summary.csv").open()))
-    assert [row["cine"] for row in summary] == [patient.name]
+    assert [row["cine"] for row in summary] == [patient.name, f"patient{COPY:03d}"]
+    assert summary[0]["lv_ef_percent"] == summary[1]["lv_ef_percent"] == str(function["lv"]["ef_percent"])
 
 
 def _write_like(reference: Path, data: np.ndarray, path: Path) -> Path:
@@ -203,7 +257,8 @@ def test_bad_input_ends_with_one_line_naming_the_file_and_writes_nothing(case, p
 
 def test_benchmark_of_the_true_fields_writes_its_report_with_small_errors(dataset, tmp_path):
     output = tmp_path / "report"
-    code = benchmark_main(["--dataset_dir", str(dataset), "--tracking", "--true_fields", "--output_dir", str(output)])
+    arguments = ["--dataset_dir", str(dataset), "--patients", str(PATIENT), "--tracking", "--true_fields"]
+    code = benchmark_main([*arguments, "--output_dir", str(output)])
     assert code == 0
     report = json.loads((output / "cine_benchmark.json").read_text())
     summary = report["summaries"][TRUE_FIELDS_ROW]

@@ -32,9 +32,9 @@ STRAIN_DEFINITION = (
 
 
 def _number(value: float) -> float | None:
-    """A JSON-safe float (None for NaN or infinity), rounded to 4 decimals."""
+    """A JSON-safe float (None for NaN or infinity), rounded to 4 decimals (no negative zero)."""
     value = float(value)
-    return round(value, 4) if math.isfinite(value) else None
+    return round(value, 4) + 0.0 if math.isfinite(value) else None
 
 
 def end_systolic_index(lv_blood_pool_ml: Sequence[float]) -> int:
