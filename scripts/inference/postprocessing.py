@@ -341,13 +341,22 @@ class InverseDisplacementd(Transform):
     u(x))|`` in mm on the network grid, its median and 95th percentile over the voxels whose image lies inside the
     grid (``overall``) and over those inside the heart (``heart``: the fixed label map > 0 when given, else the
     memory's segmentation > 0; absent for networks without either), plus the inversion's iterations.
+
+    Args:
+        max_iterations: fixed-point iterations at most. 10 by default: where the field tears or folds (about 1 % of
+            the voxels of the sample pair) the iteration oscillates and never meets its tolerance, while everywhere
+            else it has converged by then (heart median error 0.556 mm after 10 iterations, 0.561 mm after 50, at a
+            fifth of the time).
     """
+
+    def __init__(self, max_iterations: int = 10) -> None:
+        self.max_iterations = max_iterations
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         ddf = plain_tensor(d["ddf"]).float()[None]
         network_affine = d["fixed"].affine
-        inverse, record = invert_displacement(ddf)
+        inverse, record = invert_displacement(ddf, max_iterations=self.max_iterations)
         if "fixed_label" in d:
             heart, heart_from = plain_tensor(d["fixed_label"]) > 0, "fixed label map"
         elif "fixed_segmentation" in d:
