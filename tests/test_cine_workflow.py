@@ -189,6 +189,21 @@ def test_shipped_weights_measure_the_ejection_fractions_within_the_targets(patie
     assert errors["es_frame_error"] <= 1
 
 
+def test_without_an_ed_label_map_the_ed_labels_are_the_memorys_segmentation_of_the_ed_frame(patient):
+    network = optimise_for_device(bundle_network("memwarp", "compact"), "cpu")
+    load_network_weights(network, str(SHIPPED_WEIGHTS), "cpu", architecture="memwarp", network_preset="compact")
+    cine = patient / f"{patient.name}_4d.nii.gz"
+    analysis = analyse_cine(cine_cases(cine=cine, ed_frame=1)[0], network.eval())
+    assert analysis.ed_labels_source == "memory segmentation"
+    truth = np.asarray(nib.load(str(patient / f"{patient.name}_frame01_gt.nii.gz")).dataobj)
+    assert analysis.ed_labels.shape == truth.shape and analysis.ed_labels.dtype == np.uint8
+    blood_pool, reference = analysis.ed_labels == 3, truth == 3
+    dice = 2 * (blood_pool & reference).sum() / (blood_pool.sum() + reference.sum())
+    assert dice > 0.8  # 0.90 on the default-options patient131 of the test split
+    np.testing.assert_array_equal(analysis.measurements.labels[..., 0], analysis.ed_labels)
+
+
+@pytest.mark.slow  # two cines through the real command: about 30 s of CPU time
 def test_workflow_writes_every_output_on_the_cines_grid(dataset, patient, checkpoint, tmp_path):
     output = tmp_path / "out"
     result = run_cine(
