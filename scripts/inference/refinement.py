@@ -66,7 +66,7 @@ __all__ = [
 
 SIMILARITIES = ("lncc", "mi", "mse")
 
-# Defaults chosen by measurement on phantom test pairs (docs/README.md, "Instance optimisation").
+# Defaults chosen by measurement on phantom test pairs (docs/README.md, "Adaptive inference").
 DEFAULT_SIMILARITY = "lncc"
 DEFAULT_SIMILARITY_WEIGHT = 1.0
 DEFAULT_REGULARISATION_WEIGHT = 1.0
