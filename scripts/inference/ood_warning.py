@@ -64,7 +64,7 @@ WARNING_SIMILARITY = DEFAULT_SIMILARITY
 
 @dataclass(frozen=True)
 class WarningThresholds:
-    """When a statistic warns (provisional defaults, to be calibrated with :func:`thresholds_from_statistics`).
+    """When a statistic warns (generic defaults; inference uses :data:`WARNING_THRESHOLDS`).
 
     Attributes:
         min_memory_confidence: warn below this mean confidence of the memory inside the body, in [0, 1].
