@@ -77,8 +77,11 @@ class WarningThresholds:
     max_folding_percent: float = 0.5
 
 
+# Calibrated on phantom test patients 101-105 (both directions) and their perturbed copies, see docs/README.md,
+# "Adaptive inference": with 0.6.0's weights no unperturbed pair is below -5.8 % LNCC change (the sample pair -6.6 %),
+# and the inverted-contrast sample pair, whose Dice the network lowers, is at -9.8 %.
 WARNING_THRESHOLDS = WarningThresholds(
-    min_memory_confidence=0.80, min_similarity_improvement=-0.10, max_folding_percent=0.5
+    min_memory_confidence=0.80, min_similarity_improvement=-0.08, max_folding_percent=0.5
 )
 """The thresholds inference uses, measured with the shipped weights (docs/README.md, "Adaptive inference"): on 26
 unperturbed phantom test pairs the memory's confidence stayed >= 0.87, the relative in-plane LNCC change >= -6.7 %
