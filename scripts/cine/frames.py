@@ -21,6 +21,7 @@ from monai.transforms import EnsureTyped, Invertd, Orientationd, ResizeWithPadOr
 
 from scripts.data import RecordSafeSpacingd, RegistrationCompose
 from scripts.geometry import voxel_to_world_displacement
+from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 
 __all__ = ["CINE_KEY", "cine_preprocessing", "network_fields_to_world", "to_cine_grid"]
 
@@ -29,7 +30,7 @@ CINE_KEY = "cine"
 
 
 def cine_preprocessing(
-    spatial_size: Sequence[int] = (128, 128, 16), pixdim: Sequence[float] = (1.8, 1.8, 10.0)
+    spatial_size: Sequence[int] = NETWORK_SPATIAL_SIZE, pixdim: Sequence[float] = NETWORK_PIXDIM_MM
 ) -> RegistrationCompose:
     """The bundle's preprocessing of an image, for all frames of a cine at once.
 

@@ -29,6 +29,7 @@ from scripts.cine.tracking import TRACKING_MODES, segment_frame, track_cine
 from scripts.data import InvalidInputError
 from scripts.geometry import DISPLACEMENT_CONVENTION
 from scripts.inference import load_network_weights
+from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 
 __all__ = ["CineAnalysis", "CineWorkflow", "analyse_cine", "check_output_folders"]
 
@@ -63,8 +64,8 @@ def analyse_cine(
     tracking: str = "direct",
     batch_size: int = 4,
     blend_weight: float = 0.5,
-    spatial_size: Sequence[int] = (128, 128, 16),
-    pixdim: Sequence[float] = (1.8, 1.8, 10.0),
+    spatial_size: Sequence[int] = NETWORK_SPATIAL_SIZE,
+    pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
     refine_steps: int = 0,
 ) -> CineAnalysis:
     """Track one (checked) cine with ``network`` (weights loaded, eval mode) and measure it; writes nothing.
@@ -160,8 +161,8 @@ class CineWorkflow:
         tracking: str = "direct",
         batch_size: int = 4,
         blend_weight: float = 0.5,
-        spatial_size: Sequence[int] = (128, 128, 16),
-        pixdim: Sequence[float] = (1.8, 1.8, 10.0),
+        spatial_size: Sequence[int] = NETWORK_SPATIAL_SIZE,
+        pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
         refine_steps: int = 0,
         save_fields: bool = True,
         save_figure: bool = True,
