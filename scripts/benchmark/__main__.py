@@ -13,6 +13,9 @@ networks and classical tools on it, see :mod:`scripts.benchmark.robustness`.
 
 ``python -m scripts.benchmark throughput ...`` runs the inference workflow on 100 phantom pairs in one run and
 compares its whole-run time per pair with the network's forward time, see :mod:`scripts.benchmark.throughput`.
+
+``python -m scripts.benchmark warning ...`` measures the out-of-distribution warning's detection and false-alarm
+rates and the threshold of every candidate statistic, see :mod:`scripts.benchmark.warning_calibration`.
 """
 
 from __future__ import annotations
@@ -124,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.benchmark.throughput import main as throughput_main
 
         return throughput_main(arguments[1:])
+    if arguments[:1] == ["warning"]:
+        from scripts.benchmark.warning_calibration import main as warning_main
+
+        return warning_main(arguments[1:])
     args = parse_args(argv)
     size = tuple(args.spatial_size)
     results: dict[str, dict[str, Any]] = {}

@@ -31,7 +31,7 @@ import math
 import shlex
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ __all__ = [
     "main",
     "network_rows",
     "overall_speed_ratios",
+    "perturbed_samples",
     "refined_field_function",
     "refined_row_name",
     "robustness_ratios",
@@ -171,6 +172,32 @@ def write_acdc_patient(root: Path, patient: str, group: str, ed: Frame, es: Fram
     return folder
 
 
+def perturbed_samples(
+    records: Sequence[Mapping[str, Any]],
+    perturbation: str,
+    seed: int,
+    preprocessing: Callable[[dict], dict],
+    keep_dir: Path | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """One patient's directed pairs under one perturbation, preprocessed as every method meets them.
+
+    The patient's stored ED and ES frames (from its pair ``records``) are perturbed (:data:`PERTURBATIONS`, random
+    draws from :func:`perturbation_rng` of ``seed``), written as a one-patient ACDC data set (in ``keep_dir``, kept,
+    or a temporary folder, deleted) and read back as pair records through ``preprocessing``.
+
+    Returns:
+        ``(pair records, preprocessed samples)``, one of each per direction.
+    """
+    patient = str(records[0]["patient"])
+    ed, es = PERTURBATIONS[perturbation].apply(_patient_frames(records), perturbation_rng(seed, perturbation, patient))
+    with tempfile.TemporaryDirectory(prefix="robustness_") as scratch:
+        root = Path(scratch) if keep_dir is None else Path(keep_dir)
+        write_acdc_patient(root, patient, str(records[0].get("group", "")), ed, es)
+        pairs = build_pair_datalist(root / "testing" / patient)
+        samples = [preprocessing(dict(record)) for record in pairs]
+    return pairs, samples
+
+
 def classical_subset(patients: Sequence[str], count: int) -> list[str]:
     """``count`` evenly spaced patients of ``patients`` (all when there are fewer): 101, 106, ..., 146 of 101-150."""
     if count >= len(patients):
@@ -255,15 +282,9 @@ def run_robustness(args: argparse.Namespace) -> dict[str, Any]:
     warmed_up: set[str] = set()
     report: dict[str, Any] = {}
     for name in args.perturbations:
-        perturbation = PERTURBATIONS[name]
         for patient in tqdm(patients, desc=name, unit="patient"):
-            records = by_patient[patient]
-            ed, es = perturbation.apply(_patient_frames(records), perturbation_rng(args.seed, name, patient))
-            with tempfile.TemporaryDirectory(prefix="robustness_") as scratch:
-                root = Path(args.keep_perturbed_data) / name if args.keep_perturbed_data else Path(scratch)
-                write_acdc_patient(root, patient, str(records[0].get("group", "")), ed, es)
-                pairs = build_pair_datalist(root / "testing" / patient)
-                samples = [preprocessing(dict(record)) for record in pairs]
+            keep = Path(args.keep_perturbed_data) / name if args.keep_perturbed_data else None
+            pairs, samples = perturbed_samples(by_patient[patient], name, args.seed, preprocessing, keep)
             for record, sample in zip(pairs, samples):
                 moving, fixed = sample["moving"][None].as_tensor(), sample["fixed"][None].as_tensor()
                 identity = torch.zeros((1, 3, *moving.shape[2:]))

@@ -28,10 +28,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy import ndimage
 
+from scripts.inference.inverse_field import compose_displacements
 from scripts.inference.refinement import DEFAULT_SIMILARITY, image_dissimilarity
-from scripts.metrics import JACOBIAN_BORDER, folding_percent, jacobian_determinant
+from scripts.labels import NETWORK_PIXDIM_MM, STRUCTURE_NAMES
+from scripts.metrics import JACOBIAN_BORDER, dice_per_structure, folding_percent, jacobian_determinant
+from scripts.warping import warp_labels_nearest
 
 __all__ = [
     "MEMORY_CONFIDENCE",
@@ -53,6 +58,33 @@ __all__ = [
 MEMORY_CONFIDENCE = "memory_confidence_body"
 SIMILARITY_IMPROVEMENT = "similarity_improvement"
 FOLDING_PERCENT = "folding_percent"
+LOW_CONFIDENCE_FRACTION = "low_confidence_fraction_body"
+SIMILARITY_IMPROVEMENT_MSE = "similarity_improvement_mse"
+HEART_VOLUME_ML = "heart_volume_ml"
+LV_ENCLOSURE = "lv_blood_pool_enclosure"
+LARGEST_COMPONENT_FRACTION = "largest_component_fraction"
+SEGMENTATION_AGREEMENT = "segmentation_agreement"
+SEGMENTATION_AGREEMENT_GAIN = "segmentation_agreement_gain"
+RELATIVE_AGREEMENT_GAIN = "relative_segmentation_agreement_gain"
+INVERSE_CONSISTENCY_MM = "inverse_consistency_heart_mm"
+CANDIDATE_STATISTICS: dict[str, str] = {
+    MEMORY_CONFIDENCE: "below",
+    LOW_CONFIDENCE_FRACTION: "above",
+    SIMILARITY_IMPROVEMENT: "below",
+    SIMILARITY_IMPROVEMENT_MSE: "below",
+    FOLDING_PERCENT: "above",
+    HEART_VOLUME_ML: "outside",
+    LV_ENCLOSURE: "below",
+    LARGEST_COMPONENT_FRACTION: "below",
+    SEGMENTATION_AGREEMENT: "below",
+    SEGMENTATION_AGREEMENT_GAIN: "below",
+    RELATIVE_AGREEMENT_GAIN: "below",
+    INVERSE_CONSISTENCY_MM: "above",
+}
+"""Every label-free statistic :func:`warning_statistics` can give, and on which side trouble lies: "below" (a low
+value is suspicious), "above", or "outside" (either way, e.g. a heart too small or too large)."""
+LOW_CONFIDENCE = 0.5
+"""A voxel counts as low-confidence below this memory confidence (:data:`LOW_CONFIDENCE_FRACTION`)."""
 
 SUGGESTED_REFINE_STEPS = 20
 """The ``--refine_steps`` value a warning suggests: on the phantom's perturbed sets 20 in-plane LNCC steps gave within
@@ -159,32 +191,40 @@ def warning_statistics(
     ddf: torch.Tensor,
     anatomical_logits: torch.Tensor | None = None,
     similarity: str = DEFAULT_SIMILARITY,
+    moving_logits: torch.Tensor | None = None,
+    reverse_ddf: torch.Tensor | None = None,
+    pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
+    candidates: bool = False,
 ) -> list[dict[str, float | None]]:
-    """The three statistics of the warning rules, per pair (module docstring).
+    """The statistics of the warning rules, per pair (module docstring).
 
     Args:
         moving, fixed: (B, 1, H, W, D) network inputs in [0, 1].
         ddf: (B, 3, H, W, D) the network's displacement in voxel units (``warped(x) = moving(x + ddf(x))``).
         anatomical_logits: (B, N, H, W, D) the memory's level-0 logits, or None for networks without a memory.
         similarity: the dissimilarity of the improvement (see :data:`scripts.inference.refinement.SIMILARITIES`).
+        moving_logits: (B, N, H, W, D) the memory's level-0 logits of the MOVING image (the network run with the
+            images swapped), for the segmentation agreement; None: not computed.
+        reverse_ddf: (B, 3, H, W, D) the network's displacement with the images swapped (fixed -> moving), for the
+            inverse consistency; None: not computed.
+        pixdim: voxel size in mm (volumes, inverse consistency).
+        candidates: also every other statistic the calibration benchmark measures (those the inputs allow).
 
     Returns:
         one dict per pair with :data:`MEMORY_CONFIDENCE` (None without logits or without body voxels),
-        :data:`SIMILARITY_IMPROVEMENT`, :data:`FOLDING_PERCENT`, and the raw ``similarity_identity`` and
-        ``similarity_network`` (lower is better).
+        :data:`SIMILARITY_IMPROVEMENT`, :data:`FOLDING_PERCENT`, the raw ``similarity_identity`` and
+        ``similarity_network`` (lower is better), with ``moving_logits`` :data:`SEGMENTATION_AGREEMENT`,
+        :data:`SEGMENTATION_AGREEMENT_GAIN` and :data:`RELATIVE_AGREEMENT_GAIN`, and with ``candidates``
+        :data:`LOW_CONFIDENCE_FRACTION`, :data:`SIMILARITY_IMPROVEMENT_MSE`, :func:`segmentation_plausibility`'s
+        and, with ``reverse_ddf``, :data:`INVERSE_CONSISTENCY_MM` (median over the memory's heart).
     """
     before = image_dissimilarity(moving, fixed, None, similarity)
     after = image_dissimilarity(moving, fixed, ddf, similarity)
     improvement = (before - after) / before.abs().clamp_min(1e-12)
     folding = folding_percent(jacobian_determinant(ddf, border=JACOBIAN_BORDER))
-    confidences: list[float | None] = [None] * ddf.shape[0]
-    if anatomical_logits is not None:
-        confidence = memory_confidence(anatomical_logits)
-        for index, (voxels, inside) in enumerate(zip(confidence, body_mask(fixed).to(confidence.device))):
-            confidences[index] = float(voxels[inside].mean()) if bool(inside.any()) else None
-    return [
+    results: list[dict[str, float | None]] = [
         {
-            MEMORY_CONFIDENCE: confidences[index],
+            MEMORY_CONFIDENCE: None,
             SIMILARITY_IMPROVEMENT: float(improvement[index]),
             FOLDING_PERCENT: float(folding[index]),
             "similarity_identity": float(before[index]),
@@ -192,6 +232,111 @@ def warning_statistics(
         }
         for index in range(ddf.shape[0])
     ]
+    if candidates:
+        before_mse = image_dissimilarity(moving, fixed, None, "mse")
+        after_mse = image_dissimilarity(moving, fixed, ddf, "mse")
+        for result, value in zip(results, (before_mse - after_mse) / before_mse.abs().clamp_min(1e-12)):
+            result[SIMILARITY_IMPROVEMENT_MSE] = float(value)
+    if anatomical_logits is None:
+        return results
+    confidence = memory_confidence(anatomical_logits)
+    for result, voxels, inside in zip(results, confidence, body_mask(fixed).to(confidence.device)):
+        result[MEMORY_CONFIDENCE] = float(voxels[inside].mean()) if bool(inside.any()) else None
+        if candidates:
+            result[LOW_CONFIDENCE_FRACTION] = (
+                float((voxels[inside] < LOW_CONFIDENCE).float().mean()) if bool(inside.any()) else None
+            )
+    fixed_segmentation = torch.argmax(anatomical_logits, dim=1, keepdim=True)
+    if candidates:
+        for result, plausibility in zip(results, segmentation_plausibility(fixed_segmentation, pixdim)):
+            result.update(plausibility)
+    if moving_logits is not None:
+        moving_segmentation = torch.argmax(moving_logits, dim=1, keepdim=True)
+        agreement, agreement_before = segmentation_agreement(moving_segmentation, fixed_segmentation, ddf)
+        for result, value, start in zip(results, agreement.tolist(), agreement_before.tolist()):
+            present = math.isfinite(value) and math.isfinite(start)
+            result[SEGMENTATION_AGREEMENT] = value if math.isfinite(value) else None
+            result[SEGMENTATION_AGREEMENT_GAIN] = value - start if present else None
+            result[RELATIVE_AGREEMENT_GAIN] = (value - start) / max(1.0 - start, 1e-6) if present else None
+    if candidates and reverse_ddf is not None:
+        residual = compose_displacements(ddf.float(), reverse_ddf.float())
+        residual_mm = residual * residual.new_tensor([float(p) for p in pixdim]).view(1, 3, 1, 1, 1)
+        errors = torch.linalg.vector_norm(residual_mm, dim=1)
+        for result, error, heart in zip(results, errors, fixed_segmentation[:, 0] > 0):
+            result[INVERSE_CONSISTENCY_MM] = float(error[heart].median()) if bool(heart.any()) else None
+    return results
+
+
+LV_BLOOD_POOL, LV_MYOCARDIUM = 3, 2
+IN_PLANE_NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def _in_plane_neighbour(label: torch.Tensor, step: tuple[int, int]) -> torch.Tensor:
+    """``label`` (H, W, D) read one voxel away in-plane (``out[x] = label[x + step]``), -1 beyond the border."""
+    padded = torch.nn.functional.pad(label, (0, 0, 1, 1, 1, 1), value=-1)
+    height, width = label.shape[:2]
+    return padded[1 + step[0] : 1 + step[0] + height, 1 + step[1] : 1 + step[1] + width]
+
+
+def segmentation_plausibility(
+    segmentation: torch.Tensor, pixdim: Sequence[float] = NETWORK_PIXDIM_MM
+) -> list[dict[str, float | None]]:
+    """How much a memory segmentation looks like a heart, per image (no ground truth needed).
+
+    Args:
+        segmentation: (B, 1, H, W, D) labels 0..3 (background, RV, LV myocardium, LV blood pool).
+        pixdim: voxel size in mm.
+
+    Returns:
+        one dict per image: :data:`HEART_VOLUME_ML` (labels 1-3, ml); :data:`LV_ENCLOSURE`, the fraction of the LV
+        blood pool's in-plane outer border (4-neighbours outside it) that is myocardium (1: fully enclosed; None
+        without blood pool); :data:`LARGEST_COMPONENT_FRACTION`, over the structures present the smallest share of a
+        structure's voxels in its largest 6-connected component (1: every structure in one piece; None without any).
+    """
+    voxel_ml = float(np.prod([float(p) for p in pixdim])) / 1000.0
+    results = []
+    for image in segmentation.detach().cpu().long()[:, 0]:
+        blood_pool = image == LV_BLOOD_POOL
+        border = myocardium = 0
+        for step in IN_PLANE_NEIGHBOURS:
+            neighbour = _in_plane_neighbour(image, step)
+            outside = blood_pool & (neighbour != LV_BLOOD_POOL)
+            border += int(outside.sum())
+            myocardium += int((outside & (neighbour == LV_MYOCARDIUM)).sum())
+        shares = []
+        for label in STRUCTURE_NAMES:
+            mask = (image == label).numpy()
+            if mask.any():
+                components, count = ndimage.label(mask)
+                shares.append(float(np.bincount(components.ravel())[1:].max()) / float(mask.sum()))
+        results.append(
+            {
+                HEART_VOLUME_ML: float((image > 0).sum()) * voxel_ml,
+                LV_ENCLOSURE: myocardium / border if border else None,
+                LARGEST_COMPONENT_FRACTION: min(shares) if shares else None,
+            }
+        )
+    return results
+
+
+def segmentation_agreement(
+    moving_segmentation: torch.Tensor, fixed_segmentation: torch.Tensor, ddf: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean Dice (RV, LV myocardium, LV blood pool) of the fixed image's memory segmentation with the moving image's,
+    warped by ``ddf`` (nearest neighbour) and not warped: a label-free stand-in for the registration's Dice.
+
+    Args:
+        moving_segmentation, fixed_segmentation: (B, 1, H, W, D) labels 0..3 (the memory's, one pass per direction).
+        ddf: (B, 3, H, W, D) displacement in voxels (``warped(x) = moving(x + ddf(x))``).
+
+    Returns:
+        ``(after, before)``: (B,) float64 tensors, NaN where no structure is in either map.
+    """
+    labels = tuple(STRUCTURE_NAMES)
+    warped = warp_labels_nearest(moving_segmentation.to(ddf.device, ddf.dtype), ddf)
+    after = torch.nanmean(dice_per_structure(warped, fixed_segmentation, labels), dim=1)
+    before = torch.nanmean(dice_per_structure(moving_segmentation, fixed_segmentation, labels), dim=1)
+    return after.cpu(), before.cpu()
 
 
 def ood_warnings(
