@@ -34,11 +34,15 @@ from scripts.cine import (
     track_cine,
 )
 from scripts.cine.frames import CINE_KEY
-from scripts.data import registration_preprocessing
+from scripts.cine.outputs import SUMMARY_FILE
+from scripts.cine.tracking import register_pairs
+from scripts.cine.workflow import CineWorkflow
+from scripts.data import InvalidInputError, registration_preprocessing
+from scripts.errors import one_line
 from scripts.geometry import read_displacement_nifti
 from scripts.inference import load_network_weights
 from scripts.networks import bundle_network
-from scripts.networks.cpu import optimise_for_device
+from scripts.networks.cpu import optimise_for_cpu, optimise_for_device
 from scripts.phantom import GenerationOptions, generate_subject
 from scripts.phantom.acdc_writer import write_subject
 from scripts.phantom.cine_truth import cine_truth_paths, write_cine_truth
@@ -81,6 +85,20 @@ def truth(patient) -> dict:
 def checkpoint(compact_checkpoint) -> Path:
     """A randomly initialised default network (memwarp, compact) as a plain state dict (conftest.py)."""
     return compact_checkpoint
+
+
+def shipped_network(cpu_pass: bool = True) -> nn.Module:
+    """The shipped weights in the default network, with inference's CPU pass (or without), in evaluation mode."""
+    network = bundle_network("memwarp", "compact")
+    load_network_weights(network, str(SHIPPED_WEIGHTS), "cpu", architecture="memwarp", network_preset="compact")
+    return (optimise_for_cpu(network) if cpu_pass else network).eval()
+
+
+@pytest.fixture(scope="module")
+def network_frames(patient) -> torch.Tensor:
+    """(T, 1, 128, 128, 16) the cine's frames on the network grid."""
+    network_cine = cine_preprocessing()({CINE_KEY: read_cine(cine_cases(patient)[0]).image})[CINE_KEY]
+    return network_cine.as_tensor()[:, None]
 
 
 def true_fields(patient: Path) -> torch.Tensor:
@@ -175,25 +193,49 @@ def test_true_motion_gives_the_true_function_volumes_and_strain(patient, truth):
     np.testing.assert_array_equal(measured.labels[..., 0], loaded.ed_labels)
 
 
+@pytest.mark.parametrize("cpu_pass", [True, False], ids=["cpu_pass", "plain"])
+def test_an_image_encoded_once_gives_the_fields_of_the_plain_forward(cpu_pass, network_frames):
+    memwarp = shipped_network(cpu_pass).registration
+    ed, frames = network_frames[:1], network_frames[[2, 4]]  # ED against two frames of large motion
+    with torch.inference_mode():
+        plain = memwarp(ed.expand(2, -1, -1, -1, -1).contiguous(), frames)
+        ed_features = memwarp.encode(ed)  # a batch of one, expanded against the frames
+        from_features = memwarp.decode(memwarp.pair_features(ed_features, memwarp.encode(frames)), ed)
+    assert float(plain["ddf"].abs().max()) > 1.0  # voxels: a real field, not the near-zero one of random weights
+    assert float((from_features["ddf"] - plain["ddf"]).abs().max()) <= 1e-5
+    assert float((from_features["anatomical_logits"][0] - plain["anatomical_logits"][0]).abs().max()) <= 1e-4
+    assert float((from_features["warped"] - plain["warped"]).abs().max()) <= 1e-4
+
+
+def test_tracking_encodes_every_frame_once_and_gives_the_fields_of_the_plain_forward(network_frames, monkeypatch):
+    network = shipped_network()
+    memwarp, frames = network.registration, network_frames[:3]
+    encoded_images = []
+    encode = memwarp.encode
+    monkeypatch.setattr(memwarp, "encode", lambda images: encoded_images.append(len(images)) or encode(images))
+    # frame to frame from ED = 0 (frame 1 is fixed in the first pair and moving in the second), one pair per batch
+    fields = register_pairs(network, frames, [0, 1], [1, 2], batch_size=1)
+    assert encoded_images == [2, 1]  # frame 1 is encoded once for its two pairs
+    with torch.inference_mode():
+        plain = network(frames[[0, 1]], frames[[1, 2]])["ddf"]
+    assert float((fields - plain).abs().max()) <= 1e-5
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="issue 16 EF targets not met by the 0.5.0 weights: they track a fraction of the motion (LV EF 22 points, "
     "RV EF 29 points too low on this cine; docs/README.md, 'Cine function'). Strict: passing means the targets are met",
 )
 def test_shipped_weights_measure_the_ejection_fractions_within_the_targets(patient, truth):
-    network = optimise_for_device(bundle_network("memwarp", "compact"), "cpu")
-    load_network_weights(network, str(SHIPPED_WEIGHTS), "cpu", architecture="memwarp", network_preset="compact")
-    analysis = analyse_cine(cine_cases(patient)[0], network.eval())
+    analysis = analyse_cine(cine_cases(patient)[0], shipped_network())
     errors = cine_errors(analysis.measurements.function, truth)
     assert errors["lv_ef_error"] <= 3.0 and errors["rv_ef_error"] <= 5.0, errors  # EF points, the issue's targets
     assert errors["es_frame_error"] <= 1
 
 
 def test_without_an_ed_label_map_the_ed_labels_are_the_memorys_segmentation_of_the_ed_frame(patient):
-    network = optimise_for_device(bundle_network("memwarp", "compact"), "cpu")
-    load_network_weights(network, str(SHIPPED_WEIGHTS), "cpu", architecture="memwarp", network_preset="compact")
     cine = patient / f"{patient.name}_4d.nii.gz"
-    analysis = analyse_cine(cine_cases(cine=cine, ed_frame=1)[0], network.eval())
+    analysis = analyse_cine(cine_cases(cine=cine, ed_frame=1)[0], shipped_network())
     assert analysis.ed_labels_source == "memory segmentation"
     truth = np.asarray(nib.load(str(patient / f"{patient.name}_frame01_gt.nii.gz")).dataobj)
     assert analysis.ed_labels.shape == truth.shape and analysis.ed_labels.dtype == np.uint8
@@ -268,6 +310,37 @@ def test_bad_input_ends_with_one_line_naming_the_file_and_writes_nothing(case, p
     assert len(errors) == 1 and errors[0] == result.stderr.rstrip().splitlines()[-1], result.stderr[-3000:]
     assert named in errors[0]
     assert not output.exists() or not any(output.iterdir())
+
+
+def test_a_cine_corrupt_behind_a_valid_header_stops_the_run_and_keeps_the_cines_completed_before_it(
+    dataset, checkpoint, tmp_path
+):
+    # patient133: patient131's files with the cine cut in half (the header reads, the data does not)
+    corrupt = tmp_path / "patient133"
+    corrupt.mkdir()
+    for path in (dataset / "testing" / f"patient{PATIENT:03d}").iterdir():
+        data = path.read_bytes()
+        if path.name.endswith("_4d.nii.gz"):
+            data = data[: len(data) // 2]
+        (corrupt / path.name.replace(f"patient{PATIENT:03d}", corrupt.name)).write_bytes(data)
+    cases = cine_cases(dataset / "testing", [PATIENT]) + cine_cases(corrupt) + cine_cases(dataset / "testing", [COPY])
+    network = optimise_for_device(bundle_network("memwarp", "compact"), "cpu")
+    output = tmp_path / "out"
+    workflow = CineWorkflow(cases, network, str(checkpoint), str(output), save_fields=False, save_figure=False)
+    with pytest.raises(InvalidInputError) as error:
+        workflow.run()
+    assert str(error.value).startswith(cases[1].cine)  # the file, then the problem
+    assert sorted(path.name for path in output.iterdir()) == sorted([SUMMARY_FILE, f"patient{PATIENT:03d}"])
+    completed = json.loads((output / f"patient{PATIENT:03d}" / "function.json").read_text())
+    assert set(completed["files"]) == {path.name for path in (output / f"patient{PATIENT:03d}").iterdir()}
+    summary = list(csv.DictReader((output / SUMMARY_FILE).open()))
+    assert [(row["cine"], row["status"]) for row in summary] == [
+        (f"patient{PATIENT:03d}", "ok"),
+        ("patient133", "failed"),
+        (f"patient{COPY:03d}", "not run"),
+    ]
+    assert summary[0]["lv_ef_percent"] == str(completed["lv"]["ef_percent"]) and not summary[0]["error"]
+    assert summary[1]["error"] == one_line(error.value) and not summary[1]["lv_ef_percent"]
 
 
 def test_benchmark_of_the_true_fields_writes_its_report_with_small_errors(dataset, tmp_path):

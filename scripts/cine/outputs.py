@@ -17,8 +17,8 @@ affine, qform and sform copied from the cine file):
 
 One file per frame (not one 5D file) so that every field is a standard displacement-field transform, exactly like the
 phantom's ``patientNNN_true_ddf_ED_to_frameFF.nii.gz``. A run also writes ``<output_dir>/cine_summary.csv`` (one row
-per cine). A failure while writing a cine leaves no trace of it; an earlier result is replaced only once the new
-folder is complete.
+per cine, ``status`` ok, or failed with its ``error``, or not run). A failure while writing a cine leaves no trace of
+it; an earlier result is replaced only once the new folder is complete.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ __all__ = [
     "FIELD_FOLDER",
     "LABELS_FILE",
     "SUMMARY_FILE",
+    "failed_summary_row",
     "field_file_name",
     "summary_row",
     "write_cine_folder",
@@ -159,6 +160,7 @@ def summary_row(name: str, function: Mapping[str, Any], seconds: float | None = 
     strain = function.get("strain") or {}
     row: dict[str, Any] = {
         "cine": name,
+        "status": "ok",
         "frames": function["frames"],
         "ed_frame": function["ed_frame"],
         "es_frame": function["es_frame"],
@@ -173,11 +175,18 @@ def summary_row(name: str, function: Mapping[str, Any], seconds: float | None = 
     return row
 
 
+def failed_summary_row(name: str, status: str, error: str | None = None) -> dict[str, Any]:
+    """The ``cine_summary.csv`` row of a cine without results: ``status`` ``"failed"`` (with the ``error`` line) or
+    ``"not run"`` (the run stopped before it)."""
+    return {"cine": name, "status": status, "error": error}
+
+
 def write_summary_csv(output_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``<output_dir>/cine_summary.csv`` (atomically) from :func:`summary_row` rows."""
+    """Write ``<output_dir>/cine_summary.csv`` (atomically) from :func:`summary_row` and :func:`failed_summary_row`
+    rows; the columns are every row's keys in order of appearance, empty where a row has none."""
     buffer = io.StringIO()
-    columns = list(rows[0]) if rows else ["cine"]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["cine"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: "" if value is None else value for key, value in row.items()})

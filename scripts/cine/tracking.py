@@ -18,6 +18,12 @@ Three ways to get ``d_t`` (``mode``), each with about one network call per frame
 Which one is better on the phantom is measured by ``python -m scripts.benchmark cine --tracking ...`` (see
 docs/README.md, "Cine function").
 
+Every frame goes through the network's encoder once, however many pairs it takes part in (the ED frame of
+``direct`` is in every pair; each frame of ``sequential`` is the fixed image of one pair and the moving image of the
+next): a MemWarp network (:class:`scripts.networks.MemWarp`, in evaluation mode) registers from encoded frames
+(:class:`EncodedFrames`), and only its decoder runs per pair. The fields equal the network's ``forward`` on the same
+pairs up to float rounding (``tests/test_cine_workflow.py``); other networks are called pair by pair.
+
 With ``refine_steps > 0`` every network field is refined on its own pair before it is used (instance optimisation,
 :func:`scripts.inference.refinement.refine_displacement` with its default settings): each pair costs
 ``refine_steps`` extra gradient steps.
@@ -25,15 +31,26 @@ With ``refine_steps > 0`` every network field is refined on its own pair before 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from scripts.inference.refinement import refine_displacement
+from scripts.networks import DisplacementFieldNetwork, MemWarp
 from scripts.warping import warp_image
 
-__all__ = ["TRACKING_MODES", "compose_fields", "cycle_order", "register_pairs", "segment_frame", "track_cine"]
+__all__ = [
+    "TRACKING_MODES",
+    "EncodedFrames",
+    "compose_fields",
+    "cycle_order",
+    "encodable",
+    "register_pairs",
+    "segment_frame",
+    "track_cine",
+]
 
 TRACKING_MODES = ("direct", "sequential", "blend")
 
@@ -43,28 +60,90 @@ def cycle_order(n_frames: int, ed_index: int) -> list[int]:
     return [(ed_index + step) % n_frames for step in range(n_frames)]
 
 
+def encodable(network: nn.Module | None) -> MemWarp | None:
+    """The MemWarp network of ``network`` (itself, or inside the bundle's ``network_def`` wrapper) when it can
+    register from encoded frames (evaluation mode, where an image's features do not depend on its batch), else None.
+    """
+    inner = network.registration if isinstance(network, DisplacementFieldNetwork) else network
+    return inner if isinstance(inner, MemWarp) and not inner.training else None
+
+
+class EncodedFrames:
+    """The encoder features of a cine's frames, each frame encoded once and kept only while a later pair needs it.
+
+    Args:
+        network: a MemWarp network in evaluation mode (:func:`encodable`).
+        frames: (T, 1, H, W, D) network-grid frames in [0, 1].
+        uses: every frame index of every pair that will be registered (a frame's features are dropped after its
+            last use).
+    """
+
+    def __init__(self, network: MemWarp, frames: torch.Tensor, uses: Sequence[int]) -> None:
+        self.network, self.frames = network, frames
+        self.remaining_uses = Counter(int(index) for index in uses)
+        self.features: dict[int, list[torch.Tensor]] = {}
+
+    def _side(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        """Per level (N, C_l, ...) features of the frames ``indices``; (1, C_l, ...) when they are all one frame."""
+        if len(set(indices)) == 1:
+            return self.features[indices[0]]
+        levels = range(len(self.features[indices[0]]))
+        return [torch.cat([self.features[index][level] for index in indices]) for level in levels]
+
+    def paired_features(self, moving_indices: Sequence[int], fixed_indices: Sequence[int]) -> list[torch.Tensor]:
+        """The decoder's input for the pairs (moving frame, fixed frame): per level (2N, C_l, ...)
+        (:meth:`scripts.networks.MemWarp.pair_features`); frames not encoded yet are encoded in one batch."""
+        new = [index for index in dict.fromkeys([*moving_indices, *fixed_indices]) if index not in self.features]
+        if new:
+            encoded = self.network.encode(self.frames[new])
+            for position, index in enumerate(new):
+                self.features[index] = [level[position : position + 1] for level in encoded]
+        paired = self.network.pair_features(self._side(moving_indices), self._side(fixed_indices))
+        for index in [*moving_indices, *fixed_indices]:
+            self.remaining_uses[index] -= 1
+            if self.remaining_uses[index] <= 0:
+                self.features.pop(index, None)
+        return paired
+
+
 @torch.inference_mode()
 def register_pairs(
-    network: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batch_size: int = 4, refine_steps: int = 0
+    network: nn.Module,
+    frames: torch.Tensor,
+    moving_indices: Sequence[int],
+    fixed_indices: Sequence[int],
+    batch_size: int = 4,
+    refine_steps: int = 0,
 ) -> torch.Tensor:
-    """Register pairs in batches: ``network(moving, fixed)["ddf"]``, refined on each pair if ``refine_steps > 0``.
+    """Register pairs of frames in batches (``network(moving, fixed)["ddf"]``), refined on each pair if
+    ``refine_steps > 0``; each frame is encoded once when the network allows it (:func:`encodable`).
 
     Args:
         network: the bundle's ``network_def`` (called as ``network(moving, fixed)``), in eval mode.
-        moving, fixed: (N, 1, H, W, D) images in [0, 1] on the network's device (``moving`` may be expanded).
+        frames: (T, 1, H, W, D) images in [0, 1] on the network's device.
+        moving_indices, fixed_indices: the frames of each pair (N pairs).
         batch_size: pairs per network call (and per refinement).
         refine_steps: instance-optimisation steps per pair (0: the network's fields as they are).
 
     Returns:
         (N, 3, H, W, D) fields in voxels, fixed -> moving.
     """
+    moving_indices, fixed_indices = [int(i) for i in moving_indices], [int(i) for i in fixed_indices]
+    memwarp = encodable(network)
+    encoded = None if memwarp is None else EncodedFrames(memwarp, frames, [*moving_indices, *fixed_indices])
+    step = max(1, int(batch_size))
     fields = []
-    for start in range(0, moving.shape[0], max(1, int(batch_size))):
-        stop = start + max(1, int(batch_size))
-        pair_moving, pair_fixed = moving[start:stop].contiguous(), fixed[start:stop].contiguous()
-        field = network(pair_moving, pair_fixed)["ddf"].float()
+    for start in range(0, len(moving_indices), step):
+        moving, fixed = moving_indices[start : start + step], fixed_indices[start : start + step]
+        if encoded is not None:
+            field = memwarp.decode(encoded.paired_features(moving, fixed))["ddf"]  # no warped image: not used here
+        else:
+            field = network(frames[moving].contiguous(), frames[fixed].contiguous())["ddf"]
+        field = field.float()
         if refine_steps > 0:
-            field, _ = refine_displacement(pair_moving, pair_fixed, field, steps=int(refine_steps))
+            field, _ = refine_displacement(
+                frames[moving].contiguous(), frames[fixed].contiguous(), field, steps=int(refine_steps)
+            )
         fields.append(field)
     return torch.cat(fields)
 
@@ -82,7 +161,13 @@ def segment_frame(network: nn.Module, frame: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: the network has no anatomical memory.
     """
-    logits = network(frame, frame).get("anatomical_logits") or []
+    memwarp = encodable(network)
+    if memwarp is not None:  # the frame encoded once, as moving and fixed image
+        features = memwarp.encode(frame)
+        output = memwarp.decode(memwarp.pair_features(features, features))
+    else:
+        output = network(frame, frame)
+    logits = output.get("anatomical_logits") or []
     if not len(logits):
         raise ValueError("this network has no anatomical memory to segment the ED frame: give an ED label map")
     return torch.argmax(logits[0][0], dim=0, keepdim=True).float()
@@ -136,9 +221,7 @@ def track_cine(
     def register(moving_indices: Sequence[int], fixed_indices: Sequence[int]) -> torch.Tensor:
         if field_provider is not None:
             return field_provider(list(moving_indices), list(fixed_indices))
-        return register_pairs(
-            network, frames[list(moving_indices)], frames[list(fixed_indices)], batch_size, refine_steps
-        )
+        return register_pairs(network, frames, moving_indices, fixed_indices, batch_size, refine_steps)
 
     fields = torch.zeros(n_frames, 3, *frames.shape[2:], dtype=torch.float32, device=frames.device)
     direct = None

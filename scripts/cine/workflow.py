@@ -4,7 +4,9 @@ Per cine: read (:mod:`.inputs`) -> all frames on the network grid (:mod:`.frames
 (:mod:`.tracking`) -> back to the cine's grid in world mm (:mod:`.frames`) -> ED labels carried to every frame,
 volumes, strain, function (:mod:`.measurements`) -> one folder (:mod:`.outputs`). Before anything is computed, every
 cine's headers, the output folders and the weights are checked, so a bad input ends the run with one line naming
-the file and nothing written.
+the file and nothing written. A cine that fails later (data corrupt behind a valid header) stops the run with one
+line naming its file: it gets no folder, the cines completed before it keep theirs, and ``cine_summary.csv`` lists
+them with the failure and the cines not run (nothing is written when the first cine fails).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from torch import nn
 from scripts.cine.frames import CINE_KEY, cine_preprocessing, network_fields_to_world, to_cine_grid
 from scripts.cine.inputs import CineCase, LoadedCine, check_cine_case, read_cine
 from scripts.cine.measurements import CineMeasurements, measure_cine
-from scripts.cine.outputs import summary_row, write_cine_folder, write_summary_csv
+from scripts.cine.outputs import failed_summary_row, summary_row, write_cine_folder, write_summary_csv
 from scripts.cine.strain import LV_MYOCARDIUM
 from scripts.cine.tracking import TRACKING_MODES, segment_frame, track_cine
 from scripts.data import InvalidInputError
+from scripts.errors import input_error_in, one_line
 from scripts.geometry import DISPLACEMENT_CONVENTION
 from scripts.inference import load_network_weights
 from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
@@ -183,7 +186,12 @@ class CineWorkflow:
         self.network_description = dict(network_description or {})
 
     def run(self) -> list[Path]:
-        """Check everything, then analyse and write every cine; returns the written folders."""
+        """Check everything, then analyse and write every cine; returns the written folders.
+
+        Raises:
+            InvalidInputError, MissingInputError: a bad input, naming the file; after the checks, the first cine that
+                fails stops the run (see the module docstring for what is written then).
+        """
         for case in self.cases:
             check_cine_case(case)
         check_output_folders(self.cases, self.output_dir, [self.ckpt_path])
@@ -196,45 +204,72 @@ class CineWorkflow:
         )
         self.network.eval()
         logger.info(f"cine workflow: {len(self.cases)} cine(s), weights {checkpoint.path}, tracking {self.tracking}")
-        folders, rows = [], []
-        for case in self.cases:
-            started = time.perf_counter()
-            analysis = analyse_cine(
-                case,
-                self.network,
-                self.device,
-                self.tracking,
-                self.batch_size,
-                self.blend_weight,
-                self.spatial_size,
-                self.pixdim,
-                self.refine_steps,
-            )
-            function = self._function_record(analysis, checkpoint)
-            write_started = time.perf_counter()
-            folder = write_cine_folder(
-                self.output_dir,
-                case.name,
-                case.cine,
-                analysis.measurements.labels,
-                function,
-                analysis.fields_mm if self.save_fields else None,
-                self.save_figure,
-            )
-            analysis.seconds["write"] = time.perf_counter() - write_started
-            total = time.perf_counter() - started
+        folders: list[Path] = []
+        rows: list[dict[str, Any]] = []
+        for position, case in enumerate(self.cases):
+            try:
+                folder, row = self._analyse_and_write(case, checkpoint)
+            except Exception as error:
+                self._stop(position, error, rows)
+                raise
             folders.append(folder)
-            rows.append(summary_row(case.name, analysis.measurements.function, total))
-            summary = analysis.measurements.function
-            logger.info(
-                f"{case.name}: {analysis.loaded.n_frames} frames in {total:.1f} s "
-                f"({', '.join(f'{k} {v:.2f}' for k, v in analysis.seconds.items())}); LV EF "
-                f"{summary['lv']['ef_percent']} %, RV EF {summary['rv']['ef_percent']} %, ES frame "
-                f"{summary['es_frame']}; wrote {folder}"
-            )
+            rows.append(row)
         summary_csv = write_summary_csv(self.output_dir, rows)
         logger.info(f"wrote {len(folders)} cine folder(s) and {summary_csv}")
         return folders
+
+    def _analyse_and_write(self, case: CineCase, checkpoint) -> tuple[Path, dict[str, Any]]:
+        """Analyse one cine and write its folder (atomically); returns the folder and its summary row."""
+        started = time.perf_counter()
+        analysis = analyse_cine(
+            case,
+            self.network,
+            self.device,
+            self.tracking,
+            self.batch_size,
+            self.blend_weight,
+            self.spatial_size,
+            self.pixdim,
+            self.refine_steps,
+        )
+        function = self._function_record(analysis, checkpoint)
+        write_started = time.perf_counter()
+        folder = write_cine_folder(
+            self.output_dir,
+            case.name,
+            case.cine,
+            analysis.measurements.labels,
+            function,
+            analysis.fields_mm if self.save_fields else None,
+            self.save_figure,
+        )
+        analysis.seconds["write"] = time.perf_counter() - write_started
+        total = time.perf_counter() - started
+        summary = analysis.measurements.function
+        logger.info(
+            f"{case.name}: {analysis.loaded.n_frames} frames in {total:.1f} s "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in analysis.seconds.items())}); LV EF "
+            f"{summary['lv']['ef_percent']} %, RV EF {summary['rv']['ef_percent']} %, ES frame "
+            f"{summary['es_frame']}; wrote {folder}"
+        )
+        return folder, summary_row(case.name, summary, total)
+
+    def _stop(self, position: int, error: Exception, rows: list[dict[str, Any]]) -> None:
+        """The run stops at the cine ``position`` that failed (after its headers passed the checks, e.g. data corrupt
+        behind a valid header): the cines completed before it keep their (complete) folders and, if there are any,
+        ``cine_summary.csv`` lists them, the failed cine with its error and the cines not run. The failed cine has no
+        folder (writing is atomic); the caller re-raises the error, which ends the run with one line."""
+        if not rows:
+            return
+        cause = input_error_in(error)
+        message = one_line(cause) if cause is not None else f"{type(error).__name__}: {one_line(error)}"
+        failed = [failed_summary_row(self.cases[position].name, "failed", message)]
+        failed += [failed_summary_row(case.name, "not run") for case in self.cases[position + 1 :]]
+        summary_csv = write_summary_csv(self.output_dir, rows + failed)
+        logger.info(
+            f"stopped at {self.cases[position].name} ({position + 1} of {len(self.cases)}): the {len(rows)} cine(s) "
+            f"before it are complete and listed in {summary_csv} with the failure"
+        )
 
     def _function_record(self, analysis: CineAnalysis, checkpoint) -> dict[str, Any]:
         case = analysis.loaded.case

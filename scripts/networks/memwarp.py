@@ -51,6 +51,10 @@ class MemWarp(nn.Module):
         spatial axis i; ``warped(x) = moving(x + ddf(x))``), ``warped`` (B, 1, H, W, D), and the lists
         ``level_ddfs``, ``residuals``, ``anatomical_logits`` of :class:`LaplacianWarpingDecoder`.
 
+    ``forward`` is :meth:`decode` of the encoder's features of ``cat(moving, fixed)``. To register one image
+    against many without encoding it every time (evaluation mode), call :meth:`encode` once per image,
+    :meth:`pair_features` per batch of pairs, then :meth:`decode`.
+
     Example:
         >>> net = MemWarp("memwarp", channels=(4, 8, 8, 8, 8), head_channels=(4, 4, 4, 4, 4),
         ...               flow_feature_channels=4, memory_hidden=(8,))
@@ -105,9 +109,60 @@ class MemWarp(nn.Module):
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """moving, fixed: (B, 1, H, W, D), H and W divisible by 2^(levels-1) -> the output dict (see class doc)."""
         check_pyramid_size(moving, fixed, self.num_levels)
-        features = self.encoder(torch.cat([moving, fixed], dim=0))
-        output: dict[str, torch.Tensor | list[torch.Tensor]] = dict(self.decoder(features))
+        # One encoder call for both images: in training mode batch norm normalises moving and fixed together.
+        return self.decode(self.encoder(torch.cat([moving, fixed], dim=0)), moving)
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The Siamese encoder's features of each image on its own, for pairs formed later (:meth:`pair_features`).
+
+        In evaluation mode an image's features do not depend on the rest of its batch, so an image registered
+        many times (the ED frame of a cine against every other frame) is encoded once and its features reused;
+        the fields equal :meth:`forward`'s up to float rounding. In training mode batch norm pools the batch:
+        use :meth:`forward`.
+
+        Args:
+            images: (N, 1, H, W, D), H and W divisible by 2^(levels-1).
+
+        Returns:
+            features per level, finest first: (N, C_l, H/2^l, W/2^l, D).
+        """
+        check_pyramid_size(images, images, self.num_levels)
+        return self.encoder(images)
+
+    @staticmethod
+    def pair_features(
+        moving_features: Sequence[torch.Tensor], fixed_features: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """The decoder's input from :meth:`encode` features of B moving and B fixed images, per level.
+
+        Args:
+            moving_features, fixed_features: per level, (B, C_l, ...) each; a batch of 1 on either side is expanded
+                to the other's B (one image against many).
+
+        Returns:
+            per level (2B, C_l, ...): the moving images' features, then the fixed images', as :meth:`forward` stacks
+            them.
+        """
+        paired = []
+        for moving, fixed in zip(moving_features, fixed_features):
+            batch = max(moving.shape[0], fixed.shape[0])
+            paired.append(torch.cat([moving.expand(batch, *moving.shape[1:]), fixed.expand(batch, *fixed.shape[1:])]))
+        return paired
+
+    def decode(
+        self, paired_features: Sequence[torch.Tensor], moving: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """The output dict (see the class doc) from paired features (:meth:`pair_features`, or the encoder's
+        output for ``cat(moving, fixed)``).
+
+        Args:
+            paired_features: per level (2B, C_l, H/2^l, W/2^l, D), the B moving images' features first.
+            moving: (B, 1, H, W, D) (or (1, ...), expanded) the moving images warped into ``warped``; None leaves
+                ``warped`` out (for callers that need only the fields).
+        """
+        output: dict[str, torch.Tensor | list[torch.Tensor]] = dict(self.decoder(paired_features))
         ddf = output["level_ddfs"][0]
         output["ddf"] = ddf
-        output["warped"] = self.warp(moving, ddf)
+        if moving is not None:
+            output["warped"] = self.warp(moving.expand(ddf.shape[0], *moving.shape[1:]), ddf)
         return output
