@@ -11,6 +11,7 @@ import torch
 
 from scripts.geometry import (
     NiftiGeometry,
+    grid_voxel_positions,
     grid_world_points,
     inside_within_half_voxel,
     read_displacement_nifti,
@@ -54,6 +55,23 @@ def test_voxel_centres_map_through_the_whole_affine_and_back() -> None:
     np.testing.assert_allclose(points[3, 1, 2].numpy(), (AFFINE @ [3, 1, 2, 1])[:3], atol=1e-12)
     index = np.array([[0.25, -0.5, 7.0]])
     np.testing.assert_allclose(world_to_voxel_points(voxel_to_world_points(index, AFFINE), AFFINE), index, atol=1e-12)
+
+
+def test_grid_positions_on_another_grid_equal_the_world_point_round_trip_with_and_without_a_displacement() -> None:
+    shape = (7, 5, 3)
+    target = np.diag([1.2, 0.9, 6.0, 1.0])
+    target[:3, 3] = (-90.0, 25.0, -4.0)
+    displacement = torch.randn(3, *shape, dtype=torch.float64) * 4.0
+    for field in (None, displacement):
+        points = grid_world_points(shape, AFFINE)
+        if field is not None:
+            points = points + torch.movedim(field, 0, -1)
+        expected = world_to_voxel_points(points, target)
+        positions = grid_voxel_positions(shape, AFFINE, target, field)
+        assert positions.shape == (*shape, 3) and positions.dtype == torch.float64
+        np.testing.assert_allclose(positions.numpy(), expected.numpy(), atol=1e-9)
+    with pytest.raises(ValueError, match=r"displacement_mm must be \(3, \(7, 5, 3\)\)"):
+        grid_voxel_positions(shape, AFFINE, target, displacement[:, :-1])
 
 
 def test_inside_means_within_half_a_voxel_of_the_outer_centres_for_numpy_and_torch() -> None:

@@ -26,6 +26,7 @@ from scripts.inference import (
     world_overlap,
 )
 from scripts.inference.nifti_io import save_volume
+from scripts.inference.resampling import WorldPointSampler
 from tests.geometry import rotation
 from tests.inference_helpers import save_nifti
 
@@ -49,6 +50,17 @@ def test_a_world_shift_of_one_voxel_samples_the_neighbour_and_zero_outside() -> 
     # the last row samples half a voxel past the edge: ITK's edge rule keeps it; far outside is 0
     far = resample_through_displacement(image, AFFINE, shift * 3, AFFINE)
     assert float(far[-2:].abs().max()) == 0.0
+
+
+def test_a_multi_channel_field_is_sampled_in_one_call_exactly_as_channel_by_channel() -> None:
+    field = torch.rand(3, 6, 7, 5)
+    target = np.diag([1.3, 1.1, 7.0, 1.0])
+    sampler = WorldPointSampler.on_grid((9, 8, 4), target, AFFINE, (6, 7, 5))
+    together = sampler(field)
+    assert together.shape == (3, 9, 8, 4)
+    torch.testing.assert_close(together, torch.stack([sampler(component) for component in field]), atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"expected an image of shape \(6, 7, 5\)"):
+        sampler(field[:, :-1])
 
 
 def test_world_overlap_counts_the_fixed_field_of_view_covered() -> None:

@@ -1,6 +1,7 @@
 """Geometry, written once: voxel <-> world millimetres, the half-voxel inside rule, displacement NIfTI files.
 
-- :mod:`.coordinates`: points (``voxel_to_world_points``, ``world_to_voxel_points``, ``grid_world_points``),
+- :mod:`.coordinates`: points (``voxel_to_world_points``, ``world_to_voxel_points``, ``grid_world_points``,
+  ``grid_voxel_positions``),
   displacement vectors (``voxel_to_world_displacement``, ``world_to_voxel_displacement``) and
   ``inside_within_half_voxel``;
 - :mod:`.nifti_geometry`: a reference file's qform/sform carried onto new images (``NiftiGeometry``);
@@ -9,6 +10,7 @@
 """
 
 from scripts.geometry.coordinates import (
+    grid_voxel_positions,
     grid_world_points,
     inside_within_half_voxel,
     voxel_to_world_displacement,
@@ -31,6 +33,7 @@ __all__ = [
     "DISPLACEMENT_INTENT",
     "NiftiGeometry",
     "displacement_nifti_image",
+    "grid_voxel_positions",
     "grid_world_points",
     "inside_within_half_voxel",
     "read_displacement_nifti",

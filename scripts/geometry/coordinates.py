@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "grid_voxel_positions",
     "grid_world_points",
     "inside_within_half_voxel",
     "voxel_to_world_displacement",
@@ -91,6 +92,49 @@ def grid_world_points(shape: Sequence[int], affine: torch.Tensor | np.ndarray, d
     axes = [torch.arange(int(n), device=device, dtype=torch.float64) for n in shape]
     index = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
     return voxel_to_world_points(index, affine)
+
+
+def grid_voxel_positions(
+    shape: Sequence[int],
+    grid_affine: torch.Tensor | np.ndarray,
+    target_affine: torch.Tensor | np.ndarray,
+    displacement_mm: torch.Tensor | None = None,
+    device=None,
+) -> torch.Tensor:
+    """Where every voxel centre ``p`` of one grid (or ``p + d(p)``) falls on another grid, in its voxel indices.
+
+    The numbers of ``world_to_voxel_points(grid_world_points(shape, grid_affine) + d, target_affine)``, computed
+    without the (X, Y, Z, 3) world-point array: ``p`` enters through the composite affine ``T^-1 G`` applied axis by
+    axis (broadcast sums), ``d`` through ``T[:3, :3]^-1``. This is the resampling cost of inference's outputs on
+    the images' original grids.
+
+    Args:
+        shape: (X, Y, Z) voxels of the grid whose centres are mapped.
+        grid_affine: (4, 4) affine of that grid (RAS mm <- voxel index).
+        target_affine: (4, 4) affine of the grid whose indices are wanted.
+        displacement_mm: optional (3, X, Y, Z) world RAS displacement in mm added to each centre.
+        device: torch device of the result (default: the displacement's, else CPU).
+
+    Returns:
+        (X, Y, Z, 3) float64 tensor of fractional voxel indices on the target grid.
+    """
+    if device is None:
+        device = displacement_mm.device if isinstance(displacement_mm, torch.Tensor) else torch.device("cpu")
+    shape = tuple(int(n) for n in shape)
+    inverse = torch.linalg.inv(_affine64(target_affine, device))
+    composite = inverse @ _affine64(grid_affine, device)
+    positions = composite[:3, 3].expand(*shape, 3).clone()
+    for axis, size in enumerate(shape):
+        view = [1, 1, 1, 3]
+        view[axis] = size
+        steps = torch.arange(size, device=device, dtype=torch.float64).view(*view[:3], 1)
+        positions += steps * composite[:3, axis]
+    if displacement_mm is not None:
+        if tuple(displacement_mm.shape) != (3, *shape):
+            raise ValueError(f"displacement_mm must be (3, {shape}), got {tuple(displacement_mm.shape)}")
+        vectors = torch.movedim(_tensor(displacement_mm).to(device=device, dtype=torch.float64), 0, -1)
+        positions += vectors @ inverse[:3, :3].T
+    return positions
 
 
 def inside_within_half_voxel(voxel: ArrayOrTensor, shape: Sequence[int]) -> ArrayOrTensor:

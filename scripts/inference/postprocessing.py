@@ -37,7 +37,7 @@ from monai.transforms import Compose, Invertd, MapTransform, Transform
 from monai.utils import CommonKeys
 
 from scripts.data.transforms import source_name
-from scripts.geometry import grid_world_points, voxel_to_world_displacement
+from scripts.geometry import voxel_to_world_displacement
 from scripts.inference.inverse_field import inverse_consistency_error, invert_displacement
 from scripts.inference.network_io import plain_tensor
 from scripts.inference.ood_warning import (
@@ -305,7 +305,6 @@ class WarpOriginalMovingd(Transform):
         d = dict(data)
         fixed, moving = d["fixed_original"], d["moving_original"]
         displacement = plain_tensor(d[self.displacement_key])
-        device = displacement.device
         if tuple(fixed.shape) != tuple(displacement.shape[1:]):
             raise RuntimeError(
                 f"{source_name(fixed, 'fixed')}: inverted field shape {tuple(displacement.shape[1:])} differs from "
@@ -313,14 +312,17 @@ class WarpOriginalMovingd(Transform):
             )
         grid_affine = fixed.affine
         d["fixed_affine"] = grid_affine.double().cpu()
-        grid_points = grid_world_points(displacement.shape[1:], grid_affine, device=device)
-        points = grid_points + torch.movedim(displacement.to(torch.float64), 0, -1)
-        warp = WorldPointSampler(points, moving.affine, tuple(moving.shape))
+        grid_shape = tuple(displacement.shape[1:])
+        warp = WorldPointSampler.on_grid(grid_shape, grid_affine, moving.affine, tuple(moving.shape), displacement)
         d["warped_moving_fixed_space"] = warp(plain_tensor(moving))
         if "moving_label_original" in d:
             label = d["moving_label_original"]
             same_grid = tuple(label.shape) == tuple(moving.shape) and torch.equal(label.affine, moving.affine)
-            label_warp = warp if same_grid else WorldPointSampler(points, label.affine, tuple(label.shape))
+            label_warp = (
+                warp
+                if same_grid
+                else WorldPointSampler.on_grid(grid_shape, grid_affine, label.affine, tuple(label.shape), displacement)
+            )
             d["warped_moving_label_fixed_space"] = torch.round(label_warp(plain_tensor(label), "nearest")).to(
                 torch.uint8
             )
@@ -343,13 +345,14 @@ class InverseDisplacementd(Transform):
     memory's segmentation > 0; absent for networks without either), plus the inversion's iterations.
 
     Args:
-        max_iterations: fixed-point iterations at most. 10 by default: where the field tears or folds (about 1 % of
-            the voxels of the sample pair) the iteration oscillates and never meets its tolerance, while everywhere
-            else it has converged by then (heart median error 0.556 mm after 10 iterations, 0.561 mm after 50, at a
-            fifth of the time).
+        max_iterations: fixed-point iterations at most. 4 by default: where the field tears or folds (about 1 % of
+            the voxels) the iteration oscillates and never meets its tolerance, while everywhere else it has
+            converged after two steps (6 phantom test pairs, 0.6.0 weights, mean over pairs: heart median error
+            0.192 mm after 4 iterations, 0.199 after 10, 0.198 after 30; overall 95th percentile 1.51, 1.56, 1.55
+            mm); an even count, because the oscillation makes odd counts' 95th percentiles worse (2.18 mm after 3).
     """
 
-    def __init__(self, max_iterations: int = 10) -> None:
+    def __init__(self, max_iterations: int = 4) -> None:
         self.max_iterations = max_iterations
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -379,9 +382,10 @@ class InverseDisplacementd(Transform):
         d["inverse_consistency"] = consistency
         world = voxel_to_world_displacement(inverse[0], network_affine).to(torch.float32)
         moving = d["moving_original"]
-        points = grid_world_points(tuple(moving.shape), moving.affine, device=world.device)
-        sample = WorldPointSampler(points, network_affine, tuple(world.shape[1:]))
-        d["ddf_moving_space"] = torch.stack([sample(component) for component in world])
+        sample = WorldPointSampler.on_grid(
+            tuple(moving.shape), moving.affine, network_affine, tuple(world.shape[1:]), device=world.device
+        )
+        d["ddf_moving_space"] = sample(world)
         return d
 
 

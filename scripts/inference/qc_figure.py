@@ -214,8 +214,6 @@ def quality_control_figure(
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     slice_axis = int(np.argmax(spacing))
     in_plane = [a for a in range(3) if a != slice_axis]
-    # displacement in voxels of the fixed grid, to draw the deformed grid in index space
-    voxels = world_to_voxel_displacement(np.asarray(displacement_mm, dtype=np.float64), affine)
     reference = segmentation if segmentation is not None else warped_label
     slices = choose_slices(fixed.shape, reference, slice_axis)
     names = slice_names(slices, reference, slice_axis)
@@ -255,7 +253,10 @@ def quality_control_figure(
         for column in (0, 1, 2):
             outline(solid, seg, row, column)
         outline(dotted, plane(warped_label, index), row, 2)
-        moved = _grid_lines([plane(voxels[a], index) for a in in_plane], plane_shape)
+        # displacement in voxels of the fixed grid, to draw the deformed grid in index space (drawn slices only)
+        slab = np.take(np.asarray(displacement_mm, dtype=np.float64), [index], axis=slice_axis + 1)
+        voxels = world_to_voxel_displacement(slab, affine)
+        moved = _grid_lines([np.take(voxels[a], 0, axis=slice_axis) for a in in_plane], plane_shape)
         grid += [mosaic.place(line, row, 5) for line in moved]
         if jacobian is not None:
             values = plane(jacobian, index)

@@ -12,7 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scripts.geometry import grid_world_points, inside_within_half_voxel, voxel_to_world_points, world_to_voxel_points
+from scripts.geometry import (
+    grid_voxel_positions,
+    inside_within_half_voxel,
+    voxel_to_world_points,
+    world_to_voxel_points,
+)
 
 __all__ = ["WorldPointSampler", "resample_at_world_points", "resample_slice", "resample_through_displacement"]
 
@@ -30,29 +35,57 @@ class WorldPointSampler:
     """
 
     def __init__(self, points: torch.Tensor, affine: torch.Tensor | np.ndarray, shape: tuple[int, ...]) -> None:
-        self.shape, self.output_shape, self.device = tuple(int(n) for n in shape), points.shape[:-1], points.device
-        extent = torch.tensor(self.shape, device=points.device, dtype=torch.float64)
-        voxel = world_to_voxel_points(points, affine)
+        self._place(world_to_voxel_points(points, affine), shape)
+
+    @classmethod
+    def on_grid(
+        cls,
+        grid_shape: tuple[int, ...],
+        grid_affine: torch.Tensor | np.ndarray,
+        affine: torch.Tensor | np.ndarray,
+        shape: tuple[int, ...],
+        displacement_mm: torch.Tensor | None = None,
+        device=None,
+    ) -> WorldPointSampler:
+        """The sampler at every voxel centre ``p`` of a grid, or at ``p + d(p)`` (:func:`grid_voxel_positions`).
+
+        Args:
+            grid_shape, grid_affine: the grid whose centres are the points (e.g. the fixed image's).
+            affine, shape: the grid the sampled images are on (e.g. the moving image's).
+            displacement_mm: optional (3, *grid_shape) world mm displacement added to the centres.
+            device: device of the positions (default: the displacement's, else CPU).
+        """
+        sampler = cls.__new__(cls)
+        sampler._place(grid_voxel_positions(grid_shape, grid_affine, affine, displacement_mm, device), shape)
+        return sampler
+
+    def _place(self, voxel: torch.Tensor, shape: tuple[int, ...]) -> None:
+        """Keep the (..., 3) float64 voxel positions as grid_sample's normalised grid, and which lie inside."""
+        self.shape, self.output_shape, self.device = tuple(int(n) for n in shape), voxel.shape[:-1], voxel.device
+        extent = torch.tensor(self.shape, device=voxel.device, dtype=torch.float64)
         self.inside = inside_within_half_voxel(voxel, self.shape)
         # clamp onto the outermost centres: ITK's edge rule within the half-voxel margin; align_corners=True maps
         # index 0 -> -1 and index n-1 -> +1 (a single-voxel axis maps to 0)
         clamped = torch.minimum(voxel.clamp_min(0.0), extent - 1)
-        normalised = torch.where(
-            extent > 1, 2.0 * clamped / (extent - 1).clamp_min(1.0) - 1.0, torch.zeros_like(clamped)
-        )
+        scale = torch.where(extent > 1, 2.0 / (extent - 1).clamp_min(1.0), torch.zeros_like(extent))
+        normalised = clamped * scale - (extent > 1).to(torch.float64)
         # grid_sample reads the last grid component as the LAST input axis: (x, y, z) indices -> (z, y, x) order
         self.grid = normalised.flip(-1).reshape(1, -1, 1, 1, 3).to(torch.float32)
 
     def __call__(self, image: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-        """(...) float32 values of ``image`` (X, Y, Z) at the points, 0 beyond half a voxel outside it.
+        """float32 values of ``image`` at the points, 0 beyond half a voxel outside it.
 
-        ``mode``: ``"bilinear"`` (trilinear interpolation, float images) or ``"nearest"`` (any numeric dtype).
+        ``image``: (X, Y, Z) -> (...) values, or (C, X, Y, Z) -> (C, ...) (the C channels in one interpolation, e.g.
+        the three components of a displacement field). ``mode``: ``"bilinear"`` (trilinear interpolation, float
+        images) or ``"nearest"`` (any numeric dtype).
         """
-        if tuple(image.shape) != self.shape:
-            raise ValueError(f"expected an image of shape {self.shape}, got {tuple(image.shape)}")
-        volume = image.to(device=self.device, dtype=torch.float32)[None, None]
+        channels = image.ndim == 4
+        if tuple(image.shape[1:] if channels else image.shape) != self.shape:
+            raise ValueError(f"expected an image of shape {self.shape} or (C, *{self.shape}), got {tuple(image.shape)}")
+        volume = image.to(device=self.device, dtype=torch.float32)
+        volume = volume[None] if channels else volume[None, None]
         sampled = F.grid_sample(volume, self.grid, mode=mode, padding_mode="border", align_corners=True)
-        sampled = sampled.reshape(self.output_shape)
+        sampled = sampled.reshape((-1, *self.output_shape) if channels else self.output_shape)
         return torch.where(self.inside, sampled, torch.zeros_like(sampled))
 
 
@@ -95,9 +128,11 @@ def resample_through_displacement(
     Returns:
         (X, Y, Z) float32 tensor on the target grid.
     """
-    points = grid_world_points(displacement_mm.shape[1:], grid_affine, device=displacement_mm.device)
-    points = points + torch.movedim(displacement_mm.to(torch.float64), 0, -1)
-    return resample_at_world_points(image, image_affine, points, mode=mode)
+    if image.ndim != 3:
+        raise ValueError(f"expected an (X, Y, Z) volume, got shape {tuple(image.shape)}")
+    grid_shape = tuple(displacement_mm.shape[1:])
+    sampler = WorldPointSampler.on_grid(grid_shape, grid_affine, image_affine, tuple(image.shape), displacement_mm)
+    return sampler(image, mode)
 
 
 def resample_slice(
