@@ -14,7 +14,8 @@ the false-alarm rate (unperturbed pairs warned about) of the rule in the code an
 that keeps false alarms on the unperturbed pairs at or below ``--false_alarm_rate`` and its detection rate. This is how
 the thresholds are recalibrated whenever the weights change.
 
-Outputs in ``--output_dir`` (each written atomically): ``warning_per_pair.csv`` and ``warning_summary.json``.
+Outputs in ``--output_dir`` (each written atomically, after every perturbation): ``warning_per_pair.csv`` and
+``warning_summary.json``.
 """
 
 from __future__ import annotations
@@ -114,28 +115,29 @@ def run_warning_calibration(args: argparse.Namespace) -> dict[str, Any]:
     reference_patients = patients[: args.reference_patients or args.max_patients or None]
     preprocessing = registration_preprocessing(args.spatial_size, spacing, with_labels=True)
     rows: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
     for name in [UNPERTURBED] + args.perturbations:
-        for patient in tqdm(
-            reference_patients if name == UNPERTURBED else perturbed_patients, desc=name, unit="patient"
-        ):
+        patients_of_set = reference_patients if name == UNPERTURBED else perturbed_patients
+        for patient in tqdm(patients_of_set, desc=name, unit="patient"):
             pairs, samples = perturbed_samples(by_patient[patient], name, args.seed, preprocessing)
             for record, sample in zip(pairs, samples):
                 rows.append(_pair_row(name, record, sample, field, spacing))
-    report = calibration_report(rows, args.false_alarm_rate)
-    report.update(
-        {
-            "command": args.command,
-            "checkpoint": args.checkpoint,
-            "architecture": args.architecture,
-            "preset": args.preset,
-            "seed": args.seed,
-            "patients": {"unperturbed": reference_patients, "perturbed": perturbed_patients},
-            "perturbations": {name: PERTURBATIONS[name].description for name in args.perturbations},
-            "files": {"per_pair": "warning_per_pair.csv"},
-        }
-    )
-    write_csv_atomic(f"{args.output_dir}/warning_per_pair.csv", rows, PAIR_COLUMNS)
-    write_json_atomic(f"{args.output_dir}/warning_summary.json", report)
+        report = calibration_report(rows, args.false_alarm_rate)
+        report.update(
+            {
+                "command": args.command,
+                "checkpoint": args.checkpoint,
+                "architecture": args.architecture,
+                "preset": args.preset,
+                "seed": args.seed,
+                "patients": {"unperturbed": reference_patients, "perturbed": perturbed_patients},
+                "perturbations": {name: PERTURBATIONS[name].description for name in args.perturbations},
+                "files": {"per_pair": "warning_per_pair.csv"},
+            }
+        )
+        # rewritten after each perturbation: a long run's partial results are readable
+        write_csv_atomic(f"{args.output_dir}/warning_per_pair.csv", rows, PAIR_COLUMNS)
+        write_json_atomic(f"{args.output_dir}/warning_summary.json", report)
     print(calibration_text(report))
     print(f"wrote {args.output_dir}")
     return report
