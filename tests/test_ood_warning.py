@@ -8,14 +8,25 @@ import pytest
 import torch
 
 from scripts.inference.ood_warning import (
+    CANDIDATE_STATISTICS,
     FOLDING_PERCENT,
+    HEART_VOLUME_ML,
+    INVERSE_CONSISTENCY_MM,
+    LARGEST_COMPONENT_FRACTION,
+    LOW_CONFIDENCE_FRACTION,
+    LV_ENCLOSURE,
     MEMORY_CONFIDENCE,
+    RELATIVE_AGREEMENT_GAIN,
+    SEGMENTATION_AGREEMENT,
+    SEGMENTATION_AGREEMENT_GAIN,
     SIMILARITY_IMPROVEMENT,
     WarningThresholds,
     body_mask,
     memory_confidence,
     ood_warnings,
     otsu_threshold,
+    segmentation_agreement,
+    segmentation_plausibility,
     thresholds_from_statistics,
     warning_statistics,
 )
@@ -135,3 +146,54 @@ def test_thresholds_fall_back_for_a_statistic_the_reference_lacks():
 def test_thresholds_need_reference_pairs():
     with pytest.raises(ValueError, match="reference statistics are empty"):
         thresholds_from_statistics([])
+
+
+def _ring_segmentation(shift: int = 0) -> torch.Tensor:
+    """(1, 1, 32, 32, 6) labels: an LV blood pool (3) inside a myocardial ring (2), an RV (1) beside, moved along
+    axis 0 by ``shift`` voxels."""
+    x, y = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    radius = torch.hypot(x - 16 - shift, y - 16)
+    label = torch.zeros(32, 32, dtype=torch.long)
+    label[torch.hypot(x - 16 - shift, y - 6) < 4] = 1
+    label[radius < 7] = 2
+    label[radius < 4] = 3
+    return label[None, None, :, :, None].repeat(1, 1, 1, 1, 6)
+
+
+def test_plausibility_of_an_enclosed_blood_pool_in_one_piece_and_of_a_torn_one():
+    [ring] = segmentation_plausibility(_ring_segmentation(), pixdim=(2.0, 2.0, 10.0))
+    assert ring[LV_ENCLOSURE] == 1.0 and ring[LARGEST_COMPONENT_FRACTION] == 1.0
+    heart_voxels = int((_ring_segmentation() > 0).sum())
+    assert ring[HEART_VOLUME_ML] == pytest.approx(heart_voxels * 0.04)  # 2 x 2 x 10 mm = 0.04 ml a voxel
+    torn = _ring_segmentation()
+    torn[..., 16:, 14:19, :] = 0  # cut the ring and the blood pool open towards +x
+    [open_ring] = segmentation_plausibility(torn)
+    assert 0.5 < open_ring[LV_ENCLOSURE] < 1.0
+    scattered = _ring_segmentation()
+    scattered[..., 2:4, 28:30, :] = 3  # a second, separate piece of blood pool
+    assert segmentation_plausibility(scattered)[0][LARGEST_COMPONENT_FRACTION] < 1.0
+    [empty] = segmentation_plausibility(torch.zeros(1, 1, 8, 8, 6, dtype=torch.long))
+    assert empty[LV_ENCLOSURE] is None and empty[LARGEST_COMPONENT_FRACTION] is None and empty[HEART_VOLUME_ML] == 0
+
+
+def test_segmentation_agreement_is_perfect_for_the_true_field_and_imperfect_without_registration():
+    moving, fixed = _ring_segmentation(shift=2), _ring_segmentation()
+    true_ddf = torch.zeros(1, 3, 32, 32, 6)
+    true_ddf[:, 0] = 2.0  # warped(x) = moving(x + 2 e0) = fixed(x)
+    after, before = segmentation_agreement(moving, fixed, true_ddf)
+    assert float(after[0]) == pytest.approx(1.0) and 0.3 < float(before[0]) < 0.9
+
+
+def test_candidate_statistics_of_a_consistent_pair():
+    moving, fixed, true_ddf = blob_pair()
+    fixed_logits = 20.0 * torch.nn.functional.one_hot(_ring_segmentation()[:, 0], 4).permute(0, 4, 1, 2, 3).float()
+    moving_logits = 20.0 * torch.nn.functional.one_hot(_ring_segmentation(3)[:, 0], 4).permute(0, 4, 1, 2, 3).float()
+    [statistics] = warning_statistics(
+        moving, fixed, true_ddf, fixed_logits, moving_logits=moving_logits, reverse_ddf=-true_ddf, candidates=True
+    )
+    assert set(statistics) >= set(CANDIDATE_STATISTICS)
+    assert statistics[SEGMENTATION_AGREEMENT] == pytest.approx(1.0)
+    assert 0.0 < statistics[SEGMENTATION_AGREEMENT_GAIN] < 1.0
+    assert statistics[RELATIVE_AGREEMENT_GAIN] == pytest.approx(1.0)  # all of the disagreement removed
+    assert statistics[INVERSE_CONSISTENCY_MM] == pytest.approx(0.0, abs=1e-5)  # a shift and its opposite
+    assert statistics[LOW_CONFIDENCE_FRACTION] == 0.0
