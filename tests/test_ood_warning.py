@@ -189,7 +189,7 @@ def test_candidate_statistics_of_a_consistent_pair():
     fixed_logits = 20.0 * torch.nn.functional.one_hot(_ring_segmentation()[:, 0], 4).permute(0, 4, 1, 2, 3).float()
     moving_logits = 20.0 * torch.nn.functional.one_hot(_ring_segmentation(3)[:, 0], 4).permute(0, 4, 1, 2, 3).float()
     [statistics] = warning_statistics(
-        moving, fixed, true_ddf, fixed_logits, moving_logits=moving_logits, reverse_ddf=-true_ddf, candidates=True
+        moving, fixed, true_ddf, fixed_logits, moving_logits=moving_logits, reverse_ddf=-true_ddf
     )
     assert set(statistics) >= set(CANDIDATE_STATISTICS)
     assert statistics[SEGMENTATION_AGREEMENT] == pytest.approx(1.0)

@@ -3,8 +3,8 @@
 For given weights, the network registers the unperturbed test pairs and the same pairs under the robustness
 benchmark's perturbations (:func:`scripts.benchmark.robustness.perturbed_samples`, the same perturbed data and
 preprocessing), in both directions and, for the statistics that need it, with the images swapped. Per pair it records
-every label-free statistic the warning can use (:func:`scripts.inference.ood_warning.warning_statistics` with all
-candidates, :data:`~scripts.inference.ood_warning.CANDIDATE_STATISTICS`), the warnings of the rule in the code
+every label-free statistic the warning can use (:func:`scripts.inference.ood_warning.warning_statistics`,
+:data:`~scripts.inference.ood_warning.CANDIDATE_STATISTICS`), the warnings of the rule in the code
 (:data:`~scripts.inference.ood_warning.WARNING_THRESHOLDS`) and the true Dice gain of the network over no registration
 (the accuracy mode's :func:`scripts.benchmark.accuracy.score_pair`).
 
@@ -159,7 +159,6 @@ def _pair_row(
         moving_logits=moving_logits,
         reverse_ddf=reverse_ddf.float(),
         pixdim=spacing,
-        candidates=True,
     )
     identity = score_pair(torch.zeros_like(ddf), None, sample, None, spacing)["dice_mean"]
     network = score_pair(ddf, None, sample, None, spacing)["dice_mean"]

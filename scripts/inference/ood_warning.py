@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,29 +97,51 @@ WARNING_SIMILARITY = DEFAULT_SIMILARITY
 
 @dataclass(frozen=True)
 class WarningThresholds:
-    """When a statistic warns (generic defaults; inference uses :data:`WARNING_THRESHOLDS`).
+    """When a statistic warns (generic defaults; inference uses :data:`WARNING_THRESHOLDS`). None: not judged.
 
     Attributes:
         min_memory_confidence: warn below this mean confidence of the memory inside the body, in [0, 1].
         min_similarity_improvement: warn below this relative improvement of the dissimilarity by the network's warp.
         max_folding_percent: warn above this % of folding voxels.
+        heart_volume_range_ml: warn when the memory's heart (RV, LV myocardium and blood pool of the fixed image) is
+            smaller or larger than this (low, high) in ml.
+        min_segmentation_agreement: warn below this Dice between the fixed image's memory segmentation and the
+            moving image's, warped by the field (needs the swapped pass).
+        min_segmentation_agreement_gain: warn when the warp raises that Dice by less than this (needs the swapped
+            pass).
+        min_lv_enclosure: warn when less than this fraction of the LV blood pool's border is myocardium.
     """
 
-    min_memory_confidence: float = 0.6
-    min_similarity_improvement: float = 0.05
-    max_folding_percent: float = 0.5
+    min_memory_confidence: float | None = 0.6
+    min_similarity_improvement: float | None = 0.05
+    max_folding_percent: float | None = 0.5
+    heart_volume_range_ml: tuple[float, float] | None = None
+    min_segmentation_agreement: float | None = None
+    min_segmentation_agreement_gain: float | None = None
+    min_lv_enclosure: float | None = None
+
+    @property
+    def needs_swapped_pass(self) -> bool:
+        """Whether a rule needs the network run with the images swapped (the moving image's memory segmentation)."""
+        return self.min_segmentation_agreement is not None or self.min_segmentation_agreement_gain is not None
 
 
-# Calibrated on phantom test patients 101-105 (both directions) and their perturbed copies, see docs/README.md,
-# "Adaptive inference": with 0.6.0's weights no unperturbed pair is below -5.8 % LNCC change (the sample pair -6.6 %),
-# and the inverted-contrast sample pair, whose Dice the network lowers, is at -9.8 %.
+RULES: dict[str, tuple[str, str]] = {
+    "min_memory_confidence": (MEMORY_CONFIDENCE, "below"),
+    "min_similarity_improvement": (SIMILARITY_IMPROVEMENT, "below"),
+    "max_folding_percent": (FOLDING_PERCENT, "above"),
+    "heart_volume_range_ml": (HEART_VOLUME_ML, "outside"),
+    "min_segmentation_agreement": (SEGMENTATION_AGREEMENT, "below"),
+    "min_segmentation_agreement_gain": (SEGMENTATION_AGREEMENT_GAIN, "below"),
+    "min_lv_enclosure": (LV_ENCLOSURE, "below"),
+}
+"""Each :class:`WarningThresholds` field: the statistic it judges and on which side it warns (as in
+:data:`CANDIDATE_STATISTICS`)."""
+
 WARNING_THRESHOLDS = WarningThresholds(
     min_memory_confidence=0.80, min_similarity_improvement=-0.08, max_folding_percent=0.5
 )
-"""The thresholds inference uses, measured with the shipped weights (docs/README.md, "Adaptive inference"): on 26
-unperturbed phantom test pairs the memory's confidence stayed >= 0.87, the relative in-plane LNCC change >= -6.7 %
-(the sample pair: -7.8 %) and folding <= 0.28 %, while the network's warp worsened the LNCC by 9-20 % on the
-inverted-contrast pairs; folding keeps the issue's 0.5 % limit."""
+"""The thresholds inference uses, measured with the shipped weights (docs/README.md, "Adaptive inference")."""
 
 
 def memory_confidence(anatomical_logits: torch.Tensor) -> torch.Tensor:
@@ -194,7 +217,6 @@ def warning_statistics(
     moving_logits: torch.Tensor | None = None,
     reverse_ddf: torch.Tensor | None = None,
     pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
-    candidates: bool = False,
 ) -> list[dict[str, float | None]]:
     """The statistics of the warning rules, per pair (module docstring).
 
@@ -208,15 +230,15 @@ def warning_statistics(
         reverse_ddf: (B, 3, H, W, D) the network's displacement with the images swapped (fixed -> moving), for the
             inverse consistency; None: not computed.
         pixdim: voxel size in mm (volumes, inverse consistency).
-        candidates: also every other statistic the calibration benchmark measures (those the inputs allow).
 
     Returns:
-        one dict per pair with :data:`MEMORY_CONFIDENCE` (None without logits or without body voxels),
-        :data:`SIMILARITY_IMPROVEMENT`, :data:`FOLDING_PERCENT`, the raw ``similarity_identity`` and
-        ``similarity_network`` (lower is better), with ``moving_logits`` :data:`SEGMENTATION_AGREEMENT`,
-        :data:`SEGMENTATION_AGREEMENT_GAIN` and :data:`RELATIVE_AGREEMENT_GAIN`, and with ``candidates``
-        :data:`LOW_CONFIDENCE_FRACTION`, :data:`SIMILARITY_IMPROVEMENT_MSE`, :func:`segmentation_plausibility`'s
-        and, with ``reverse_ddf``, :data:`INVERSE_CONSISTENCY_MM` (median over the memory's heart).
+        one dict per pair: :data:`SIMILARITY_IMPROVEMENT`, :data:`SIMILARITY_IMPROVEMENT_MSE`, :data:`FOLDING_PERCENT`
+        and the raw ``similarity_identity`` and ``similarity_network`` (lower is better); with ``anatomical_logits``
+        also :data:`MEMORY_CONFIDENCE` and :data:`LOW_CONFIDENCE_FRACTION` (None without body voxels) and the
+        plausibility of the memory's segmentation (:func:`segmentation_plausibility`), with ``moving_logits``
+        :data:`SEGMENTATION_AGREEMENT`, :data:`SEGMENTATION_AGREEMENT_GAIN` and :data:`RELATIVE_AGREEMENT_GAIN`, with
+        ``reverse_ddf`` :data:`INVERSE_CONSISTENCY_MM` (median over the memory's heart). A statistic the inputs do
+        not allow is None (:data:`MEMORY_CONFIDENCE`) or absent.
     """
     before = image_dissimilarity(moving, fixed, None, similarity)
     after = image_dissimilarity(moving, fixed, ddf, similarity)
@@ -232,24 +254,21 @@ def warning_statistics(
         }
         for index in range(ddf.shape[0])
     ]
-    if candidates:
-        before_mse = image_dissimilarity(moving, fixed, None, "mse")
-        after_mse = image_dissimilarity(moving, fixed, ddf, "mse")
-        for result, value in zip(results, (before_mse - after_mse) / before_mse.abs().clamp_min(1e-12)):
-            result[SIMILARITY_IMPROVEMENT_MSE] = float(value)
+    before_mse = image_dissimilarity(moving, fixed, None, "mse")
+    after_mse = image_dissimilarity(moving, fixed, ddf, "mse")
+    for result, value in zip(results, (before_mse - after_mse) / before_mse.abs().clamp_min(1e-12)):
+        result[SIMILARITY_IMPROVEMENT_MSE] = float(value)
     if anatomical_logits is None:
         return results
     confidence = memory_confidence(anatomical_logits)
     for result, voxels, inside in zip(results, confidence, body_mask(fixed).to(confidence.device)):
         result[MEMORY_CONFIDENCE] = float(voxels[inside].mean()) if bool(inside.any()) else None
-        if candidates:
-            result[LOW_CONFIDENCE_FRACTION] = (
-                float((voxels[inside] < LOW_CONFIDENCE).float().mean()) if bool(inside.any()) else None
-            )
+        result[LOW_CONFIDENCE_FRACTION] = (
+            float((voxels[inside] < LOW_CONFIDENCE).float().mean()) if bool(inside.any()) else None
+        )
     fixed_segmentation = torch.argmax(anatomical_logits, dim=1, keepdim=True)
-    if candidates:
-        for result, plausibility in zip(results, segmentation_plausibility(fixed_segmentation, pixdim)):
-            result.update(plausibility)
+    for result, plausibility in zip(results, segmentation_plausibility(fixed_segmentation, pixdim)):
+        result.update(plausibility)
     if moving_logits is not None:
         moving_segmentation = torch.argmax(moving_logits, dim=1, keepdim=True)
         agreement, agreement_before = segmentation_agreement(moving_segmentation, fixed_segmentation, ddf)
@@ -258,7 +277,7 @@ def warning_statistics(
             result[SEGMENTATION_AGREEMENT] = value if math.isfinite(value) else None
             result[SEGMENTATION_AGREEMENT_GAIN] = value - start if present else None
             result[RELATIVE_AGREEMENT_GAIN] = (value - start) / max(1.0 - start, 1e-6) if present else None
-    if candidates and reverse_ddf is not None:
+    if reverse_ddf is not None:
         residual = compose_displacements(ddf.float(), reverse_ddf.float())
         residual_mm = residual * residual.new_tensor([float(p) for p in pixdim]).view(1, 3, 1, 1, 1)
         errors = torch.linalg.vector_norm(residual_mm, dim=1)
@@ -339,6 +358,52 @@ def segmentation_agreement(
     return after.cpu(), before.cpu()
 
 
+def _sentence(field: str, value: float, limit: float | tuple[float, float]) -> str:
+    """The reason one rule gives, in words a user understands (without the advice)."""
+    if field == "min_memory_confidence":
+        return (
+            f"the anatomical memory is unsure of the anatomy (mean confidence {value:.2f} inside the body, below "
+            f"{limit:.2f}): the images may differ from the training data"
+        )
+    if field == "min_similarity_improvement":
+        return (
+            f"the registration barely improved the image similarity, or worsened it ({100 * value:+.1f} % against no "
+            f"registration, warning below {100 * limit:+.1f} %)"
+        )
+    if field == "max_folding_percent":
+        return f"the displacement folds in {value:.2f} % of the voxels (above {limit:.2f} %)"
+    if field == "heart_volume_range_ml":
+        return (
+            f"the heart the anatomical memory finds in the fixed image measures {value:.0f} ml, outside the "
+            f"{limit[0]:.0f}-{limit[1]:.0f} ml of the images the warning was calibrated on: a wrong voxel size in the "
+            f"header, an unusual heart, or images unlike the training data (the memory then misreads the anatomy)"
+        )
+    if field == "min_segmentation_agreement":
+        return (
+            f"the registration does not carry the moving image's anatomy onto the fixed image's: the memory's "
+            f"segmentations of the two images overlap by Dice {value:.2f} after warping (warning below {limit:.2f})"
+        )
+    if field == "min_segmentation_agreement_gain":
+        return (
+            f"the registration barely brought the two images' anatomy together: the overlap of the memory's "
+            f"segmentations of the two images rose by {value:+.3f} Dice (warning below {limit:+.3f})"
+        )
+    if field == "min_lv_enclosure":
+        return (
+            f"the anatomical memory's left-ventricle blood pool is not enclosed by myocardium ({100 * value:.0f} % of "
+            f"its border, warning below {100 * limit:.0f} %): the memory misreads the anatomy"
+        )
+    raise ValueError(f"no warning rule {field!r}")
+
+
+def _beyond(value: float, limit: float | tuple[float, float], side: str) -> bool:
+    if side == "below":
+        return value < limit
+    if side == "above":
+        return value > limit
+    return value < limit[0] or value > limit[1]
+
+
 def ood_warnings(
     statistics: Mapping[str, float | None],
     thresholds: WarningThresholds = WarningThresholds(),
@@ -349,7 +414,7 @@ def ood_warnings(
 
     Args:
         statistics: one pair's entry of :func:`warning_statistics` (a missing or None statistic is not judged).
-        thresholds: the limits.
+        thresholds: the limits (a None limit is not judged).
         suggested_refine_steps: the step count the sentences suggest.
         advice: what each sentence ends with instead of the suggestion (e.g. when the field was refined already).
 
@@ -359,24 +424,12 @@ def ood_warnings(
     if advice is None:
         advice = f"check the result, or register again with --refine_steps {suggested_refine_steps}"
     warnings = []
-    confidence = statistics.get(MEMORY_CONFIDENCE)
-    if confidence is not None and confidence < thresholds.min_memory_confidence:
-        warnings.append(
-            f"the anatomical memory is unsure of the anatomy (mean confidence {confidence:.2f} inside the body, "
-            f"below {thresholds.min_memory_confidence:.2f}): the images may differ from the training data; {advice}"
-        )
-    improvement = statistics.get(SIMILARITY_IMPROVEMENT)
-    if improvement is not None and improvement < thresholds.min_similarity_improvement:
-        warnings.append(
-            f"the registration barely improved the image similarity, or worsened it ({100 * improvement:+.1f} % "
-            f"against no registration, warning below {100 * thresholds.min_similarity_improvement:+.1f} %); {advice}"
-        )
-    folding = statistics.get(FOLDING_PERCENT)
-    if folding is not None and folding > thresholds.max_folding_percent:
-        warnings.append(
-            f"the displacement folds in {folding:.2f} % of the voxels (above {thresholds.max_folding_percent:.2f} %); "
-            f"{advice}"
-        )
+    for field, (name, side) in RULES.items():
+        limit, value = getattr(thresholds, field), statistics.get(name)
+        if limit is None or value is None or not math.isfinite(float(value)):
+            continue
+        if _beyond(float(value), limit, side):
+            warnings.append(f"{_sentence(field, float(value), limit)}; {advice}")
     return warnings
 
 
@@ -394,15 +447,16 @@ def thresholds_from_statistics(
 ) -> WarningThresholds:
     """Thresholds under which at most ``false_alarm_rate`` of the ``reference`` pairs would be warned about.
 
-    Each of the three rules gets a third of the rate: its threshold is the ``false_alarm_rate / 3`` quantile of the
-    reference values (the upper ``1 - false_alarm_rate / 3`` quantile for folding), so the union of the rules fires on
-    at most ``false_alarm_rate`` of the reference pairs. Give in-distribution pairs (the phantom test split), then
-    check the detection rate on perturbed ones with :func:`ood_warnings`.
+    The rules set are those ``fallback`` judges (its limits that are not None); each of the ``k`` of them gets
+    ``false_alarm_rate / k``: its threshold is that quantile of the reference values (the upper one for "above"
+    rules, half of it on each side for "outside" ones), so the union of the rules fires on at most
+    ``false_alarm_rate`` of the reference pairs. Give in-distribution pairs (the phantom test split), then check the
+    detection rate on perturbed ones with :func:`ood_warnings` (``python -m scripts.benchmark warning`` does both).
 
     Args:
         reference: per-pair statistics (:func:`warning_statistics`) of pairs that must not be warned about.
         false_alarm_rate: the largest fraction of reference pairs allowed a warning, in (0, 1).
-        fallback: thresholds kept for a statistic the reference does not have (e.g. no memory).
+        fallback: which rules to set, and the limits kept for a statistic the reference does not have.
 
     Returns:
         :class:`WarningThresholds`.
@@ -411,13 +465,19 @@ def thresholds_from_statistics(
         raise ValueError("reference statistics are empty: give the statistics of at least one pair.")
     if not 0.0 < false_alarm_rate < 1.0:
         raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate}.")
-    per_rule = false_alarm_rate / 3.0
-    # "lower"/"higher": a reference value, so at most per_rule of the reference lies strictly beyond it
-    confidence = _quantile([s.get(MEMORY_CONFIDENCE) for s in reference], per_rule, "lower")
-    improvement = _quantile([s.get(SIMILARITY_IMPROVEMENT) for s in reference], per_rule, "lower")
-    folding = _quantile([s.get(FOLDING_PERCENT) for s in reference], 1.0 - per_rule, "higher")
-    return WarningThresholds(
-        min_memory_confidence=fallback.min_memory_confidence if confidence is None else confidence,
-        min_similarity_improvement=fallback.min_similarity_improvement if improvement is None else improvement,
-        max_folding_percent=fallback.max_folding_percent if folding is None else folding,
-    )
+    judged = [field for field in RULES if getattr(fallback, field) is not None]
+    per_rule = false_alarm_rate / max(len(judged), 1)
+    limits: dict[str, Any] = {}
+    for field in judged:
+        name, side = RULES[field]
+        values = [s.get(name) for s in reference]
+        # "lower"/"higher": a reference value, so at most per_rule of the reference lies strictly beyond it
+        if side == "below":
+            limit = _quantile(values, per_rule, "lower")
+        elif side == "above":
+            limit = _quantile(values, 1.0 - per_rule, "higher")
+        else:
+            low, high = _quantile(values, per_rule / 2, "lower"), _quantile(values, 1.0 - per_rule / 2, "higher")
+            limit = None if low is None or high is None else (low, high)
+        limits[field] = getattr(fallback, field) if limit is None else limit
+    return replace(fallback, **limits)
