@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite.engine import Engine
 from monai.bundle import ConfigParser
-from monai.data import MetaTensor
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.transforms import Lambdad
 
 from scripts.data import registration_augmentation
-from scripts.data.domain_randomisation import RandPairGeometryd, RandTissueIntensityd, piecewise_linear
+from scripts.data.domain_randomisation import (
+    DomainRandomisationSwitch,
+    RandPairGeometryd,
+    RandTissueIntensityd,
+    piecewise_linear,
+)
+from scripts.engine import DomainRandomisationSchedule
 
 SIZE = (32, 32, 6)
 
@@ -120,8 +128,57 @@ def test_the_full_chain_keeps_images_in_unit_range_labels_exact_and_metadata(see
 def test_domain_randomisation_switch_off_leaves_only_swap_and_flips():
     names = [type(t).__name__ for t in registration_augmentation(domain_randomisation=False).transforms]
     assert names == ["RandSwapMovingFixedd", "RandFlipd", "RandFlipd"]
-    on = [type(t).__name__ for t in registration_augmentation(domain_randomisation=True).transforms]
-    assert "RandPairGeometryd" in on and "RandTissueIntensityd" in on and "RandBiasFieldd" in on
+    on = registration_augmentation(domain_randomisation=True).transforms
+    assert [type(t).__name__ for t in on] == names + ["DomainRandomisationSwitch"]
+    inner = [type(t).__name__ for t in on[-1].chain.transforms]
+    assert "RandPairGeometryd" in inner and "RandTissueIntensityd" in inner and "RandBiasFieldd" in inner
+
+
+def test_a_switched_off_chain_is_skipped_and_running_worker_processes_see_the_switch():
+    switch = DomainRandomisationSwitch([Lambdad("moving", lambda image: image + 1.0)])
+    data = [{"moving": torch.zeros(2)}]
+    loader = DataLoader(Dataset(data, transform=switch), batch_size=1, num_workers=1, persistent_workers=True)
+    assert float(next(iter(loader))["moving"].sum()) == 2.0
+    switch.active = False  # in this process; the worker started above must follow
+    assert float(next(iter(loader))["moving"].sum()) == 0.0
+    switch.active = True
+    assert float(next(iter(loader))["moving"].sum()) == 2.0
+
+
+def test_the_schedule_turns_randomisation_on_at_its_epoch_also_after_a_resume(caplog):
+    augmentation = registration_augmentation(domain_randomisation=True)
+    schedule = DomainRandomisationSchedule(augmentation, from_epoch=3)
+    seen: list[bool] = []
+    engine = Engine(lambda engine, batch: seen.append(schedule.switches[0].active))
+    schedule.attach(engine)
+    with caplog.at_level("INFO", logger="scripts.engine.curriculum"):
+        engine.run([0], max_epochs=4)
+    assert seen == [False, False, True, True]
+    assert [r.getMessage() for r in caplog.records] == [
+        "epoch 1: domain randomisation off (on from epoch 3)",
+        "epoch 3: domain randomisation on (on from epoch 3)",
+    ]
+    resumed = registration_augmentation(domain_randomisation=True)
+    resumed.transforms[-1].active = False
+    seen.clear()
+    engine = Engine(lambda engine, batch: seen.append(resumed.transforms[-1].active))
+    DomainRandomisationSchedule(resumed, from_epoch=3).attach(engine)
+    engine.load_state_dict({"iteration": 3, "epoch_length": 1, "max_epochs": 4})
+    engine.run([0])
+    assert seen == [True]
+    with pytest.raises(ValueError, match="domain_randomisation_from_epoch must be >= 1, got 0"):
+        DomainRandomisationSchedule(augmentation, from_epoch=0)
+
+
+def test_train_config_switches_randomisation_on_at_epoch_7_in_the_transform_the_dataset_runs():
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "train.json"))
+    assert parser["domain_randomisation_from_epoch"] == 7
+    index = next(i for i, h in enumerate(parser["train"]["handlers"]) if h["_target_"].endswith("Schedule"))
+    schedule = parser.get_parsed_content(f"train#handlers#{index}")
+    augmentation = parser.get_parsed_content("train#random_transforms")
+    assert schedule.from_epoch == 7 and len(schedule.switches) == 1
+    assert schedule.switches[0] is augmentation.transforms[-1]
 
 
 @pytest.mark.parametrize(
@@ -134,4 +191,4 @@ def test_train_config_switch_reads_command_line_strings(value, expected):
     if value is not None:
         parser["domain_randomisation"] = value
     names = [type(t).__name__ for t in parser.get_parsed_content("train#random_transforms").transforms]
-    assert ("RandPairGeometryd" in names) is expected
+    assert ("DomainRandomisationSwitch" in names) is expected

@@ -16,7 +16,9 @@ MedIA 2023), every training pair is re-drawn before the network sees it:
    does.
 
 :func:`domain_randomisation` builds the chain; ``registration_augmentation(domain_randomisation=True)`` puts
-it after the ED/ES swap and the flips.
+it, behind a :class:`DomainRandomisationSwitch`, after the ED/ES swap and the flips. The switch lets training
+start without it (a curriculum: from scratch, with domain randomisation on from the first step, the network never
+started to register in our runs) and turn it on at a chosen epoch (``scripts.engine.DomainRandomisationSchedule``).
 """
 
 from __future__ import annotations
@@ -28,23 +30,32 @@ from typing import Any
 import numpy as np
 import torch
 from monai.transforms import (
+    Compose,
     EnsureTyped,
     MapTransform,
     RandAdjustContrastd,
     RandBiasFieldd,
     RandGaussianSmoothd,
     RandHistogramShiftd,
+    Randomizable,
     RandomizableTransform,
     RandRicianNoised,
     RandSimulateLowResolutiond,
     ScaleIntensityd,
+    Transform,
 )
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from torch.nn import functional as F
 
 from scripts.labels import IMAGE_KEYS, LABEL_KEYS, NUM_CLASSES
 
-__all__ = ["RandPairGeometryd", "RandTissueIntensityd", "domain_randomisation", "piecewise_linear"]
+__all__ = [
+    "DomainRandomisationSwitch",
+    "RandPairGeometryd",
+    "RandTissueIntensityd",
+    "domain_randomisation",
+    "piecewise_linear",
+]
 
 
 class RandPairGeometryd(RandomizableTransform, MapTransform):
@@ -293,3 +304,41 @@ def domain_randomisation(
         ScaleIntensityd(image_keys, minv=0.0, maxv=1.0),
         EnsureTyped(image_keys + label_keys, dtype=torch.float32, track_meta=True, allow_missing_keys=True),
     ]
+
+
+class DomainRandomisationSwitch(Randomizable, Transform):
+    """A transform chain that can be switched off and on while DataLoader worker processes are running.
+
+    The flag lives in shared memory, so a change made in the training process (e.g. by
+    ``scripts.engine.DomainRandomisationSchedule`` at the start of an epoch) reaches worker processes forked
+    before it. Switched off, the chain is skipped and the sample is returned unchanged (a shallow copy).
+
+    Args:
+        transforms: the chain (e.g. :func:`domain_randomisation`'s list), applied in order when on.
+        active: the initial state.
+    """
+
+    def __init__(self, transforms: Sequence[Any], active: bool = True) -> None:
+        self.chain = Compose(list(transforms))
+        self._flag = torch.tensor([int(bool(active))], dtype=torch.uint8).share_memory_()
+
+    @property
+    def active(self) -> bool:
+        """Whether the chain is applied."""
+        return bool(self._flag[0])
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._flag[0] = int(bool(value))
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        """Seed the chain's random transforms (MONAI's worker seeding reaches them through this)."""
+        super().set_random_state(seed, state)
+        self.chain.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any) -> None:
+        """Each transform of the chain draws its own parameters."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self.chain(data) if self.active else dict(data)

@@ -36,6 +36,7 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
+from scripts.data.domain_randomisation import DomainRandomisationSwitch
 from scripts.data.domain_randomisation import domain_randomisation as domain_randomisation_chain
 from scripts.data.transforms import LoadFramed, RandSwapMovingFixedd, ResampleMovingToFixedd, ValidateRegistrationInputd
 from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE, NUM_CLASSES
@@ -110,7 +111,8 @@ def registration_augmentation(
       ``flip_prob``, ONE draw for all four keys so labels follow their images and the pair stays aligned;
     - ``domain_randomisation``: a new geometry and a new scanner for every pair
       (:mod:`scripts.data.domain_randomisation`: random rotation, heart scale and shift, label-driven random
-      tissue intensities, bias field, gamma, blur, lower resolution, noise), images back in [0, 1].
+      tissue intensities, bias field, gamma, blur, lower resolution, noise), images back in [0, 1], behind a
+      :class:`~scripts.data.domain_randomisation.DomainRandomisationSwitch` (on until switched off).
 
     Keys as produced by :func:`registration_preprocessing`; label keys may be absent.
     """
@@ -121,7 +123,7 @@ def registration_augmentation(
         RandFlipd(all_keys, prob=flip_prob, spatial_axis=1, allow_missing_keys=True),
     ]
     if domain_randomisation:
-        transforms += domain_randomisation_chain(IMAGE_KEYS, LABEL_KEYS)
+        transforms.append(DomainRandomisationSwitch(domain_randomisation_chain(IMAGE_KEYS, LABEL_KEYS)))
     return RegistrationCompose(transforms)
 
 

@@ -7,6 +7,7 @@
 - checkpoints: atomic best-model (with its card) and training-state checkpoints, resuming, loading weights before a
   run, and the guard that keeps the shipped weights intact.
 - recorders: loss terms per epoch, JSON-lines history, per-process data shards.
+- curriculum: domain randomisation switched on at a chosen epoch.
 - progress: a per-epoch console progress bar.
 - figures: a mid-slice registration figure for TensorBoard.
 """
@@ -23,6 +24,7 @@ from .checkpoints import (
     shipped_files,
     unwrap_module,
 )
+from .curriculum import DomainRandomisationSchedule
 from .figures import RegistrationFigureHandler, registration_figure
 from .inputs import pair_datalist, training_transform
 from .progress import EpochProgressBar
@@ -32,6 +34,7 @@ from .validation import WarpedLabelDice, registration_output
 
 __all__ = [
     "BestModelSaver",
+    "DomainRandomisationSchedule",
     "EpochProgressBar",
     "HistoryWriter",
     "LR_SCHEDULES",
