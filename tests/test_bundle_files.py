@@ -90,7 +90,12 @@ def test_every_config_file_is_covered() -> None:
 
 
 def test_variant_overrides_switch_the_network() -> None:
-    for variant, expected in [("lapwarp", "lapwarp"), ("lkunet", "lkunet"), ("voxelmorph", "voxelmorph")]:
+    for variant, expected in [
+        ("lapwarp", "lapwarp"),
+        ("lkunet", "lkunet"),
+        ("voxelmorph", "voxelmorph"),
+        ("memwarp_no_pyramid", "memwarp_no_pyramid"),
+    ]:
         parser = ConfigParser()
         parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "variants" / f"{variant}.json")])
         assert parser.get_parsed_content("architecture") == expected

@@ -9,6 +9,7 @@ import pytest
 import torch
 from monai.networks.blocks import DVF2DDF, Warp
 
+from scripts.losses import MemWarpLoss
 from scripts.networks import (
     MEMORY_LEVELS,
     AnatomicalMemory,
@@ -38,7 +39,7 @@ def _pair(
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 4), (48, 64, 5), (16, 80, 3)])
-@pytest.mark.parametrize("variant", ["memwarp", "lapwarp", "lkunet"])
+@pytest.mark.parametrize("variant", ["memwarp", "lapwarp", "lkunet", "memwarp_no_pyramid"])
 def test_output_shapes_at_several_sizes(variant: str, shape: tuple[int, int, int]) -> None:
     net = memwarp_network("tiny", variant).eval()
     moving, fixed = _pair(2, shape)
@@ -46,11 +47,11 @@ def test_output_shapes_at_several_sizes(variant: str, shape: tuple[int, int, int
         out = net(moving, fixed)
     assert out["ddf"].shape == (2, 3, *shape)
     assert out["warped"].shape == (2, 1, *shape)
-    levels = 5 if variant != "lkunet" else 1
+    levels = 1 if variant in ("lkunet", "memwarp_no_pyramid") else 5
     assert len(out["level_ddfs"]) == len(out["residuals"]) == levels
     for level, field in enumerate(out["level_ddfs"]):
         assert field.shape == (2, 3, shape[0] // 2**level, shape[1] // 2**level, shape[2])
-    assert len(out["anatomical_logits"]) == (MEMORY_LEVELS if variant == "memwarp" else 0)
+    assert len(out["anatomical_logits"]) == {"memwarp": MEMORY_LEVELS, "memwarp_no_pyramid": 1}.get(variant, 0)
     for level, logits in enumerate(out["anatomical_logits"]):
         assert logits.shape == (2, 4, shape[0] // 2**level, shape[1] // 2**level, shape[2])
     assert out["ddf"] is out["level_ddfs"][0]
@@ -126,8 +127,24 @@ def test_ablation_switch_changes_what_is_built() -> None:
     assert lapwarp.decoder.pyramid and not lkunet.decoder.pyramid
     counts = [sum(p.numel() for p in net.parameters()) for net in (memwarp, lapwarp, lkunet)]
     assert counts[0] > counts[1] > counts[2]
+    # Table 2 #5: LKU-Net's single full-resolution head, filtered by the memory
+    no_pyramid = memwarp_network("tiny", "memwarp_no_pyramid")
+    assert not no_pyramid.decoder.pyramid and len(no_pyramid.decoder.heads) == 1
+    assert isinstance(no_pyramid.decoder.heads[0], MemoryFlowHead)
+    assert no_pyramid.decoder.heads[0].memory is no_pyramid.memory
     with pytest.raises(ValueError, match="unknown variant 'unet'"):
         MemWarp("unet")
+
+
+def test_memory_without_pyramid_trains_every_parameter_with_the_memwarp_loss() -> None:
+    net = memwarp_network("tiny", "memwarp_no_pyramid").train()
+    moving, fixed = _pair(2)
+    labels = torch.randint(0, 4, (2, 1, 32, 32, 4)).float()
+    targets = {"moving": moving, "fixed": fixed, "moving_label": labels, "fixed_label": labels}
+    loss = MemWarpLoss()(net(moving, fixed), targets)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert [name for name, p in net.named_parameters() if p.grad is None] == []
 
 
 def test_paper_preset_has_the_papers_parameter_count_plus_the_upsampling_convolutions() -> None:

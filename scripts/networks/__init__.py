@@ -24,7 +24,7 @@ from .encoder import SiameseEncoder
 from .fields import check_pyramid_size, upsample_field_in_plane
 from .flow_heads import DirectFlowHead, MemoryFlowHead
 from .laplacian_decoder import LaplacianWarpingDecoder
-from .memwarp import MEMORY_LEVELS, VARIANTS, MemWarp
+from .memwarp import MEMORY_LEVELS, MEMORY_VARIANTS, VARIANTS, MemWarp
 from .presets import PRESETS, bundle_network, memwarp_network, registration_network
 from .voxelmorph_comparator import VoxelMorphComparator
 
@@ -41,6 +41,7 @@ __all__ = [
     "PRESETS",
     "SiameseEncoder",
     "UpsampleInPlane",
+    "MEMORY_VARIANTS",
     "VARIANTS",
     "VoxelMorphComparator",
     "bundle_network",

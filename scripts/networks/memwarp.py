@@ -17,9 +17,11 @@ from .fields import check_pyramid_size
 from .flow_heads import DirectFlowHead, MemoryFlowHead
 from .laplacian_decoder import LaplacianWarpingDecoder
 
-__all__ = ["MemWarp", "VARIANTS", "MEMORY_LEVELS"]
+__all__ = ["MemWarp", "VARIANTS", "MEMORY_LEVELS", "MEMORY_VARIANTS"]
 
-VARIANTS = ("memwarp", "lapwarp", "lkunet")
+VARIANTS = ("memwarp", "lapwarp", "lkunet", "memwarp_no_pyramid")
+# the variants whose flow heads filter their features with the anatomical memory
+MEMORY_VARIANTS = ("memwarp", "memwarp_no_pyramid")
 # The memory serves the three finest levels; coarser levels have too few voxels per structure.
 MEMORY_LEVELS = 3
 
@@ -33,6 +35,8 @@ class MemWarp(nn.Module):
     - ``"lapwarp"``: the Laplacian warping pyramid with plain flow heads at every level.
     - ``"memwarp"``: the pyramid whose three finest heads filter flow features with a shared
       anatomical memory addressed by the fixed image's features.
+    - ``"memwarp_no_pyramid"``: the memory without the pyramid (Table 2 #5): LKU-Net's single full-resolution
+      flow head, filtered by the memory.
 
     Args:
         variant: one of ``VARIANTS``.
@@ -86,7 +90,7 @@ class MemWarp(nn.Module):
         self.num_levels = len(channels)
         self.encoder = SiameseEncoder(channels, kernel_size, large_kernel, small_kernel)
         self.memory = None
-        if variant == "memwarp":
+        if variant in MEMORY_VARIANTS:
             self.memory = AnatomicalMemory(num_classes, flow_feature_channels, memory_hidden, temperature)
         heads = []
         kernels = per_level(kernel_size, len(channels))
@@ -102,7 +106,7 @@ class MemWarp(nn.Module):
             large_kernel,
             small_kernel,
             integration_steps=integration_steps,
-            pyramid=variant != "lkunet",
+            pyramid=variant not in ("lkunet", "memwarp_no_pyramid"),
         )
         self.warp = GridCachingWarp(mode="bilinear", padding_mode="zeros")
 

@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def memwarp_network(preset: str = "compact", variant: str = "memwarp", **overrides: Any) -> MemWarp:
-    """Build a :class:`MemWarp` of the given ``preset`` and ablation ``variant`` ("memwarp", "lapwarp", "lkunet").
+    """Build a :class:`MemWarp` of the given ``preset`` and ablation ``variant`` (``scripts.networks.VARIANTS``).
 
     Keyword ``overrides`` replace single preset entries, e.g. ``large_kernel=(5, 5, 5)``.
     """
@@ -66,7 +66,7 @@ def memwarp_network(preset: str = "compact", variant: str = "memwarp", **overrid
 
 
 def registration_network(architecture: str = "memwarp", preset: str = "compact", **overrides: Any) -> nn.Module:
-    """Build any of the bundle's four registration networks: "memwarp", "lapwarp", "lkunet" or "voxelmorph"."""
+    """Build any of the bundle's registration networks: a MemWarp variant (``VARIANTS``) or "voxelmorph"."""
     if architecture == "voxelmorph":
         return VoxelMorphComparator(**overrides)
     return memwarp_network(preset, architecture, **overrides)
