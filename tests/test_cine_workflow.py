@@ -312,6 +312,14 @@ def test_bad_input_ends_with_one_line_naming_the_file_and_writes_nothing(case, p
     assert not output.exists() or not any(output.iterdir())
 
 
+def test_yes_no_options_typed_on_the_command_line_are_read_as_flags(patient, checkpoint):
+    arguments = (cine_cases(patient), ZeroFieldNetwork(), str(checkpoint), "out")
+    workflow = CineWorkflow(*arguments, save_fields="false", save_figure="True")
+    assert workflow.save_fields is False and workflow.save_figure is True
+    with pytest.raises(InvalidInputError, match="save_fields"):
+        CineWorkflow(*arguments, save_fields="maybe")
+
+
 def test_a_cine_corrupt_behind_a_valid_header_stops_the_run_and_keeps_the_cines_completed_before_it(
     dataset, checkpoint, tmp_path
 ):

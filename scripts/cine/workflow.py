@@ -29,6 +29,7 @@ from scripts.cine.outputs import failed_summary_row, summary_row, write_cine_fol
 from scripts.cine.strain import LV_MYOCARDIUM
 from scripts.cine.tracking import TRACKING_MODES, segment_frame, track_cine
 from scripts.data import InvalidInputError
+from scripts.engine.checkpoints import as_flag
 from scripts.errors import input_error_in, one_line
 from scripts.geometry import DISPLACEMENT_CONVENTION
 from scripts.inference import load_network_weights
@@ -149,8 +150,8 @@ class CineWorkflow:
         blend_weight: the direct field's weight of ``"blend"``.
         spatial_size, pixdim: the network grid (as the weights were trained).
         refine_steps: instance-optimisation steps per network field (0: none, the default and the measured speed).
-        save_fields: write the ED -> frame displacement fields (one file per frame).
-        save_figure: write ``function.png``.
+        save_fields: write the ED -> frame displacement fields (one file per frame); ``true``/``false`` as typed.
+        save_figure: write ``function.png``; ``true``/``false`` as typed.
         network_description: what goes into ``function.json`` about the network (architecture, preset...).
     """
 
@@ -167,8 +168,8 @@ class CineWorkflow:
         spatial_size: Sequence[int] = NETWORK_SPATIAL_SIZE,
         pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
         refine_steps: int = 0,
-        save_fields: bool = True,
-        save_figure: bool = True,
+        save_fields: bool | str = True,
+        save_figure: bool | str = True,
         network_description: Mapping[str, Any] | None = None,
     ) -> None:
         if tracking not in TRACKING_MODES:
@@ -182,7 +183,8 @@ class CineWorkflow:
         self.tracking, self.batch_size, self.blend_weight = tracking, int(batch_size), float(blend_weight)
         self.spatial_size, self.pixdim = tuple(spatial_size), tuple(pixdim)
         self.refine_steps = refine_steps
-        self.save_fields, self.save_figure = save_fields, save_figure
+        # "--save_fields false" reaches here as the string "false" (truthy): read it as the flag it is
+        self.save_fields, self.save_figure = as_flag(save_fields, "save_fields"), as_flag(save_figure, "save_figure")
         self.network_description = dict(network_description or {})
 
     def run(self) -> list[Path]:
