@@ -20,7 +20,7 @@ docs/README.md, "Cine function").
 
 Every frame goes through the network's encoder once, however many pairs it takes part in (the ED frame of
 ``direct`` is in every pair; each frame of ``sequential`` is the fixed image of one pair and the moving image of the
-next): a MemWarp network (:class:`scripts.networks.MemWarp`, in evaluation mode) registers from encoded frames
+next; ``blend`` registers both kinds of pair in one pass): a MemWarp network (:class:`scripts.networks.MemWarp`, in evaluation mode) registers from encoded frames
 (:class:`EncodedFrames`), and only its decoder runs per pair. The fields equal the network's ``forward`` on the same
 pairs up to float rounding (``tests/test_cine_workflow.py``); other networks are called pair by pair.
 
@@ -224,13 +224,19 @@ def track_cine(
         return register_pairs(network, frames, moving_indices, fixed_indices, batch_size, refine_steps)
 
     fields = torch.zeros(n_frames, 3, *frames.shape[2:], dtype=torch.float32, device=frames.device)
+    if mode == "direct":
+        fields[order[1:]] = register([ed_index] * (n_frames - 1), order[1:])
+        return fields
     direct = None
-    if mode in ("direct", "blend"):
-        direct = register([ed_index] * (n_frames - 1), order[1:])
-        if mode == "direct":
-            fields[order[1:]] = direct
-            return fields
-    steps = register(order[:-1], order[1:])
+    if mode == "blend":
+        # one call for both kinds of pair, (ED, frame t) beside (frame t-1, frame t): every frame is encoded once
+        # and its features are freed soon after
+        moving = [index for position in range(1, n_frames) for index in (ed_index, order[position - 1])]
+        fixed = [order[position] for position in range(1, n_frames) for _ in range(2)]
+        both = register(moving, fixed)
+        direct, steps = both[0::2], both[1::2]
+    else:
+        steps = register(order[:-1], order[1:])
     for position in range(1, n_frames):
         composed = compose_fields(steps[position - 1 : position], fields[order[position - 1]][None])[0]
         if direct is not None:
