@@ -18,11 +18,12 @@ Three ways to get ``d_t`` (``mode``), each with about one network call per frame
 Which one is better on the phantom is measured by ``python -m scripts.benchmark cine --tracking ...`` (see
 docs/README.md, "Cine function").
 
-Every frame goes through the network's encoder once, however many pairs it takes part in (the ED frame of
-``direct`` is in every pair; each frame of ``sequential`` is the fixed image of one pair and the moving image of the
-next; ``blend`` registers both kinds of pair in one pass): a MemWarp network (:class:`scripts.networks.MemWarp`, in evaluation mode) registers from encoded frames
-(:class:`EncodedFrames`), and only its decoder runs per pair. The fields equal the network's ``forward`` on the same
-pairs up to float rounding (``tests/test_cine_workflow.py``); other networks are called pair by pair.
+Every frame goes through the network's encoder once, however many pairs it takes part in (the ED frame of ``direct``
+is in every pair; each frame of ``sequential`` is the fixed image of one pair and the moving image of the next;
+``blend`` registers both kinds of pair in one pass): a MemWarp network (:class:`scripts.networks.MemWarp`, in
+evaluation mode) registers from encoded frames (:class:`EncodedFrames`), and only its decoder runs per pair. The
+fields equal the network's ``forward`` on the same pairs up to float rounding (``tests/test_cine_workflow.py``);
+other networks are called pair by pair.
 
 With ``refine_steps > 0`` every network field is refined on its own pair before it is used (instance optimisation,
 :func:`scripts.inference.refinement.refine_displacement` with its default settings): each pair costs
