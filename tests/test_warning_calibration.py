@@ -19,9 +19,11 @@ from scripts.benchmark.warning_calibration import calibration_report, threshold_
 from scripts.data import build_pair_datalist
 from scripts.inference.ood_warning import (
     CANDIDATE_STATISTICS,
+    HEART_VOLUME_ML,
     MEMORY_CONFIDENCE,
     SEGMENTATION_AGREEMENT,
     SIMILARITY_IMPROVEMENT,
+    WarningThresholds,
 )
 from scripts.networks import bundle_network
 
@@ -37,24 +39,35 @@ def test_a_threshold_lets_at_most_the_allowed_share_of_reference_values_beyond_i
         threshold_at_false_alarm_rate(values, "sideways", 0.05)
 
 
-def _row(perturbation: str, gain: float, warned: bool, **statistics: float) -> dict:
-    return {"perturbation": perturbation, "dice_gain": gain, "warned": warned, **statistics}
+def _row(perturbation: str, patient: str, gain: float, confidence: float) -> dict:
+    return {
+        "perturbation": perturbation,
+        "patient": patient,
+        "direction": "ED_to_ES",
+        "dice_gain": gain,
+        MEMORY_CONFIDENCE: confidence,
+    }
 
 
 def test_the_report_defines_low_gain_by_the_runs_own_unperturbed_gain_and_counts_detections() -> None:
-    # 20 unperturbed pairs, mean gain 0.10; confidence 0.90..0.99 (one pair at 0.50 would be a false alarm)
-    reference = [_row("unperturbed", 0.10, False, **{MEMORY_CONFIDENCE: 0.90 + 0.005 * i}) for i in range(20)]
-    reference[0] = _row("unperturbed", 0.10, True, **{MEMORY_CONFIDENCE: 0.50})
+    # 20 unperturbed pairs: p0 and p1 were perturbed (gains 0.12 and 0.08: usual gain 0.10), p2-p19 gain 0.30;
+    # confidence 0.905..0.995, except p0 at 0.50: a false alarm of the rule "confidence below 0.8"
+    reference = [_row("unperturbed", f"p{i}", 0.30, 0.90 + 0.005 * i) for i in range(20)]
+    reference[0] = _row("unperturbed", "p0", 0.12, 0.50)
+    reference[1] = _row("unperturbed", "p1", 0.08, 0.905)
     perturbed = [
-        _row("inverted", -0.02, True, **{MEMORY_CONFIDENCE: 0.40}),  # low gain, caught by confidence
-        _row("inverted", 0.04, False, **{MEMORY_CONFIDENCE: 0.95}),  # low gain (< 0.05), missed
-        _row("gamma_2", 0.06, False, **{MEMORY_CONFIDENCE: 0.30}),  # not low gain: its warning does not count
+        _row("inverted", "p0", -0.02, 0.40),  # low gain (< 0.05) and halved (< 0.06), caught
+        _row("inverted", "p1", 0.045, 0.95),  # low gain, not halved (>= 0.04), missed
+        _row("gamma_2", "p0", 0.055, 0.30),  # halved (< 0.06) but not low gain; caught
+        _row("gamma_2", "p1", 0.07, 0.95),  # neither
     ]
-    report = calibration_report(reference + perturbed, false_alarm_rate=0.05)
-    assert report["usual_gain"] == pytest.approx(0.10)
-    assert report["pairs"] == {"unperturbed": 20, "perturbed": 3, "low_gain": 2}
+    rule = WarningThresholds(min_memory_confidence=0.8, min_similarity_improvement=None, max_folding_percent=None)
+    report = calibration_report(reference + perturbed, false_alarm_rate=0.05, thresholds=rule)
+    assert report["usual_gain"] == pytest.approx(0.10)  # the perturbed patients' own unperturbed pairs only
+    assert report["pairs"] == {"unperturbed": 20, "perturbed": 4, "low_gain": 2, "halved": 2}
     assert "below 5.00 points" in report["low_gain_definition"]
     assert report["rule_in_code"]["detection_rate"] == pytest.approx(0.5)
+    assert report["rule_in_code"]["detection_rate_halved"] == pytest.approx(1.0)
     assert report["rule_in_code"]["false_alarm_rate"] == pytest.approx(0.05)
     confidence = report["per_statistic"][MEMORY_CONFIDENCE]
     assert confidence["low"] == pytest.approx(0.905) and confidence["high"] is None  # the 0.50 outlier is allowed
@@ -62,7 +75,7 @@ def test_the_report_defines_low_gain_by_the_runs_own_unperturbed_gain_and_counts
     assert SIMILARITY_IMPROVEMENT not in report["per_statistic"]  # not measured: not judged
     assert report["per_perturbation"]["inverted"] == {
         "pairs": 2,
-        "mean_dice_gain": pytest.approx(0.01),
+        "mean_dice_gain": pytest.approx(0.0125),
         "low_gain_pairs": 2,
         "warned": 1,
         "low_gain_warned": 1,
@@ -129,3 +142,20 @@ def test_the_warning_mode_names_a_missing_checkpoint(tmp_path: Path, capsys) -> 
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and str(missing) in error[0] and error[0].startswith("python -m scripts.benchmark warning")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_earlier_runs_pairs_are_judged_again_without_the_network(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "warning_per_pair.csv"
+    columns = ["perturbation", "patient", "direction", "dice_gain", HEART_VOLUME_ML]
+    rows = [["unperturbed", "p1", "ED_to_ES", "0.10", "400"], ["heart_x1.3", "p1", "ED_to_ES", "0.01", "900"]]
+    path.write_text("\n".join(",".join(row) for row in [columns, *rows]) + "\n")
+    output = tmp_path / "judged"
+    assert benchmark_main(["warning", "--from_csv", str(path), "--output_dir", str(output)]) == 0
+    report = json.loads((output / "warning_summary.json").read_text())
+    assert report["judged_from"] == str(path) and report["pairs"]["low_gain"] == 1
+    assert report["rule_in_code"]["detection_rate"] == 1.0  # 900 ml: outside the calibrated heart volumes
+    assert report["rule_in_code"]["false_alarm_rate"] == 0.0
+    capsys.readouterr()
+    assert benchmark_main(["warning", "--from_csv", str(tmp_path / "absent.csv")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "absent.csv: no such per-pair CSV" in error[0]
