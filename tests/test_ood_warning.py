@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from scripts.inference.ood_warning import (
     CANDIDATE_STATISTICS,
@@ -20,6 +22,7 @@ from scripts.inference.ood_warning import (
     SEGMENTATION_AGREEMENT,
     SEGMENTATION_AGREEMENT_GAIN,
     SIMILARITY_IMPROVEMENT,
+    WARNING_THRESHOLDS,
     WarningThresholds,
     body_mask,
     memory_confidence,
@@ -29,6 +32,7 @@ from scripts.inference.ood_warning import (
     segmentation_plausibility,
     thresholds_from_statistics,
     warning_statistics,
+    warning_thresholds,
 )
 
 SHAPE = (32, 32, 6)
@@ -197,3 +201,33 @@ def test_candidate_statistics_of_a_consistent_pair():
     assert statistics[RELATIVE_AGREEMENT_GAIN] == pytest.approx(1.0)  # all of the disagreement removed
     assert statistics[INVERSE_CONSISTENCY_MM] == pytest.approx(0.0, abs=1e-5)  # a shift and its opposite
     assert statistics[LOW_CONFIDENCE_FRACTION] == 0.0
+
+
+@pytest.mark.parametrize(
+    "choice, expected",
+    [
+        ("calibrated", WARNING_THRESHOLDS.heart_volume_range_ml),
+        ("off", None),
+        (None, None),
+        ([150, 900], (150.0, 900.0)),
+    ],
+)
+def test_users_choose_the_heart_volume_limits_and_keep_the_other_rules(choice, expected):
+    thresholds = warning_thresholds(choice)
+    assert thresholds.heart_volume_range_ml == expected
+    assert thresholds.min_memory_confidence == WARNING_THRESHOLDS.min_memory_confidence
+    assert thresholds.max_folding_percent == WARNING_THRESHOLDS.max_folding_percent
+
+
+@pytest.mark.parametrize("choice", [[900, 150], [100], "wide"])
+def test_unusable_heart_volume_limits_are_refused_naming_the_key(choice):
+    with pytest.raises(ValueError, match="warning_heart_volume_range_ml must be"):
+        warning_thresholds(choice)
+
+
+def test_inference_config_passes_the_heart_volume_limits_to_the_warning():
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "inference.json"))
+    assert parser.get_parsed_content("postprocessing#warning_thresholds") is WARNING_THRESHOLDS
+    parser["warning_heart_volume_range_ml"] = [150, 900]
+    assert parser.get_parsed_content("postprocessing#warning_thresholds").heart_volume_range_ml == (150.0, 900.0)

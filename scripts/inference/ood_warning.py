@@ -59,6 +59,7 @@ __all__ = [
     "otsu_threshold",
     "thresholds_from_statistics",
     "warning_statistics",
+    "warning_thresholds",
 ]
 
 # keys of the per-pair statistics
@@ -168,6 +169,40 @@ three caught the most low-gain pairs at <= 5 % false alarms (heart volume 35 %, 
 segmentation agreement through the field <= 10 %, inverse consistency 1 %). The LNCC improvement is not judged: its
 -8 % limit of earlier weights warned on 11 of the 60 unperturbed pairs (they reach -15 %), and at 5 % false alarms it
 caught 4 % of the low-gain pairs."""
+
+
+def warning_thresholds(heart_volume_range_ml: Sequence[float] | str | None = "calibrated") -> WarningThresholds:
+    """The inference rule (:data:`WARNING_THRESHOLDS`) with the heart-volume limits chosen by the user.
+
+    The limits in :data:`WARNING_THRESHOLDS` are the phantom's hearts; real hearts (a dilated ventricle, a small
+    heart at end-systole) may lie outside them. Recalibrate them on your own data with ``python -m scripts.benchmark
+    warning`` and pass the result here (``inference.json``: ``--warning_heart_volume_range_ml "[low, high]"``).
+
+    Args:
+        heart_volume_range_ml: ``"calibrated"`` keeps :data:`WARNING_THRESHOLDS`' limits; a (low, high) pair in ml
+            replaces them; ``None`` or ``"off"`` stops judging the heart volume.
+
+    Returns:
+        the :class:`WarningThresholds` to give ``registration_postprocessing``.
+    """
+    if isinstance(heart_volume_range_ml, str):
+        choice = heart_volume_range_ml.strip().lower()
+        if choice == "calibrated":
+            return WARNING_THRESHOLDS
+        if choice in ("off", "none"):
+            return replace(WARNING_THRESHOLDS, heart_volume_range_ml=None)
+        raise ValueError(
+            "warning_heart_volume_range_ml must be 'calibrated', 'off' or [low, high] in ml, "
+            f"got {heart_volume_range_ml!r}."
+        )
+    if heart_volume_range_ml is None:
+        return replace(WARNING_THRESHOLDS, heart_volume_range_ml=None)
+    limits = tuple(float(value) for value in heart_volume_range_ml)
+    if len(limits) != 2 or not 0.0 <= limits[0] < limits[1]:
+        raise ValueError(
+            f"warning_heart_volume_range_ml must be [low, high] in ml with 0 <= low < high, got {list(limits)}."
+        )
+    return replace(WARNING_THRESHOLDS, heart_volume_range_ml=limits)
 
 
 def memory_confidence(anatomical_logits: torch.Tensor) -> torch.Tensor:
