@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from scripts.inference.ood_warning import (
     SEGMENTATION_AGREEMENT,
     SEGMENTATION_AGREEMENT_GAIN,
     SIMILARITY_IMPROVEMENT,
+    SIMILARITY_IMPROVEMENT_MSE,
     WARNING_THRESHOLDS,
     WarningThresholds,
     body_mask,
@@ -34,6 +36,7 @@ from scripts.inference.ood_warning import (
     warning_statistics,
     warning_thresholds,
 )
+from scripts.inference.postprocessing import OutOfDistributionCheckd
 
 SHAPE = (32, 32, 6)
 
@@ -110,6 +113,31 @@ def test_statistics_are_per_pair_in_a_batch():
     )
     assert len(batch) == 2
     assert batch[0][SIMILARITY_IMPROVEMENT] > 0.5 and batch[1][SIMILARITY_IMPROVEMENT] == pytest.approx(0.0, abs=1e-6)
+
+
+LNCC_STATISTICS = (SIMILARITY_IMPROVEMENT, "similarity_identity", "similarity_network")
+
+
+def test_without_a_similarity_the_lncc_statistics_are_absent_and_the_others_unchanged():
+    moving, fixed, true_ddf = blob_pair()
+    logits = torch.zeros(1, 4, *SHAPE)
+    logits[:, 1, 10:22, 10:22] = 20.0
+    [full] = warning_statistics(moving, fixed, true_ddf, logits)
+    [lean] = warning_statistics(moving, fixed, true_ddf, logits, similarity=None)
+    assert all(name in full and name not in lean for name in LNCC_STATISTICS)
+    assert lean == {name: value for name, value in full.items() if name not in LNCC_STATISTICS}
+    assert lean[SIMILARITY_IMPROVEMENT_MSE] > 0.5  # the MSE improvement stays
+
+
+@pytest.mark.parametrize("judged", [False, True])
+def test_inference_computes_the_lncc_improvement_only_when_a_rule_judges_it(judged):
+    moving, fixed, true_ddf = blob_pair()
+    thresholds = replace(WARNING_THRESHOLDS, min_similarity_improvement=-0.5 if judged else None)
+    sample = {"pred": {"ddf": true_ddf}, "moving": moving[0], "fixed": fixed[0], "pair": {"pair_name": "blob"}}
+    record = OutOfDistributionCheckd(thresholds)(sample)["out_of_distribution"]
+    assert all((name in record["statistics"]) is judged for name in LNCC_STATISTICS)
+    assert record["similarity"] == ("lncc" if judged else None)
+    assert record["statistics"][SIMILARITY_IMPROVEMENT_MSE] > 0.5
 
 
 def test_each_rule_names_its_reason():

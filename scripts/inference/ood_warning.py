@@ -274,7 +274,7 @@ def warning_statistics(
     fixed: torch.Tensor,
     ddf: torch.Tensor,
     anatomical_logits: torch.Tensor | None = None,
-    similarity: str = DEFAULT_SIMILARITY,
+    similarity: str | None = DEFAULT_SIMILARITY,
     moving_logits: torch.Tensor | None = None,
     reverse_ddf: torch.Tensor | None = None,
     pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
@@ -285,7 +285,9 @@ def warning_statistics(
         moving, fixed: (B, 1, H, W, D) network inputs in [0, 1].
         ddf: (B, 3, H, W, D) the network's displacement in voxel units (``warped(x) = moving(x + ddf(x))``).
         anatomical_logits: (B, N, H, W, D) the memory's level-0 logits, or None for networks without a memory.
-        similarity: the dissimilarity of the improvement (see :data:`scripts.inference.refinement.SIMILARITIES`).
+        similarity: the dissimilarity of the improvement (see :data:`scripts.inference.refinement.SIMILARITIES`);
+            None: that improvement is not computed (inference, when no rule judges it: the in-plane LNCC before and
+            after the warp costs more than every other statistic together).
         moving_logits: (B, N, H, W, D) the memory's level-0 logits of the MOVING image (the network run with the
             images swapped), for the segmentation agreement; None: not computed.
         reverse_ddf: (B, 3, H, W, D) the network's displacement with the images swapped (fixed -> moving), for the
@@ -293,28 +295,26 @@ def warning_statistics(
         pixdim: voxel size in mm (volumes, inverse consistency).
 
     Returns:
-        one dict per pair: :data:`SIMILARITY_IMPROVEMENT`, :data:`SIMILARITY_IMPROVEMENT_MSE`, :data:`FOLDING_PERCENT`
-        and the raw ``similarity_identity`` and ``similarity_network`` (lower is better); with ``anatomical_logits``
-        also :data:`MEMORY_CONFIDENCE` and :data:`LOW_CONFIDENCE_FRACTION` (None without body voxels) and the
-        plausibility of the memory's segmentation (:func:`segmentation_plausibility`), with ``moving_logits``
-        :data:`SEGMENTATION_AGREEMENT`, :data:`SEGMENTATION_AGREEMENT_GAIN` and :data:`RELATIVE_AGREEMENT_GAIN`, with
-        ``reverse_ddf`` :data:`INVERSE_CONSISTENCY_MM` (median over the memory's heart). A statistic the inputs do
-        not allow is None (:data:`MEMORY_CONFIDENCE`) or absent.
+        one dict per pair: :data:`SIMILARITY_IMPROVEMENT_MSE`, :data:`FOLDING_PERCENT`, and unless ``similarity`` is
+        None :data:`SIMILARITY_IMPROVEMENT` and the raw ``similarity_identity`` and ``similarity_network`` (lower is
+        better); with ``anatomical_logits`` also :data:`MEMORY_CONFIDENCE` and :data:`LOW_CONFIDENCE_FRACTION` (None
+        without body voxels) and the plausibility of the memory's segmentation (:func:`segmentation_plausibility`),
+        with ``moving_logits`` :data:`SEGMENTATION_AGREEMENT`, :data:`SEGMENTATION_AGREEMENT_GAIN` and
+        :data:`RELATIVE_AGREEMENT_GAIN`, with ``reverse_ddf`` :data:`INVERSE_CONSISTENCY_MM` (median over the
+        memory's heart). A statistic the inputs do not allow is None (:data:`MEMORY_CONFIDENCE`) or absent.
     """
-    before = image_dissimilarity(moving, fixed, None, similarity)
-    after = image_dissimilarity(moving, fixed, ddf, similarity)
-    improvement = (before - after) / before.abs().clamp_min(1e-12)
     folding = folding_percent(jacobian_determinant(ddf, border=JACOBIAN_BORDER))
-    results: list[dict[str, float | None]] = [
-        {
-            MEMORY_CONFIDENCE: None,
-            SIMILARITY_IMPROVEMENT: float(improvement[index]),
-            FOLDING_PERCENT: float(folding[index]),
-            "similarity_identity": float(before[index]),
-            "similarity_network": float(after[index]),
-        }
-        for index in range(ddf.shape[0])
-    ]
+    results: list[dict[str, float | None]] = [{MEMORY_CONFIDENCE: None} for _ in range(ddf.shape[0])]
+    if similarity is not None:
+        before = image_dissimilarity(moving, fixed, None, similarity)
+        after = image_dissimilarity(moving, fixed, ddf, similarity)
+        improvement = (before - after) / before.abs().clamp_min(1e-12)
+    for index, result in enumerate(results):
+        if similarity is not None:
+            result[SIMILARITY_IMPROVEMENT] = float(improvement[index])
+        result[FOLDING_PERCENT] = float(folding[index])
+        if similarity is not None:
+            result["similarity_identity"], result["similarity_network"] = float(before[index]), float(after[index])
     before_mse = image_dissimilarity(moving, fixed, None, "mse")
     after_mse = image_dissimilarity(moving, fixed, ddf, "mse")
     for result, value in zip(results, (before_mse - after_mse) / before_mse.abs().clamp_min(1e-12)):

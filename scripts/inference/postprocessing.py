@@ -104,7 +104,10 @@ class OutOfDistributionCheckd(Transform):
 
     Adds ``"out_of_distribution"`` (the pair's statistics and the thresholds they were held against) and
     ``"warnings"`` (sentences, empty when nothing looks wrong), and logs ONE WARNING line naming the pair and every
-    reason when there is one.
+    reason when there is one. The image-similarity improvement (in-plane LNCC: ``similarity_improvement``,
+    ``similarity_identity``, ``similarity_network``) is computed only when ``thresholds`` judge it
+    (``min_similarity_improvement`` not None); otherwise those statistics are absent and ``"similarity"`` is None.
+    The calibrated rule does not judge it; the MSE improvement is always there.
 
     Args:
         thresholds: the limits (default: the calibrated :data:`~scripts.inference.ood_warning.WARNING_THRESHOLDS`).
@@ -124,14 +127,16 @@ class OutOfDistributionCheckd(Transform):
         ddf = pred["ddf"].float()
         moving, fixed = _network_inputs(d, ddf.device)
         logits = pred.get("fixed_logits")
-        statistics = warning_statistics(moving, fixed, ddf, logits, similarity=WARNING_SIMILARITY)[0]
+        # the image-similarity improvement only when a rule judges it: its LNCC costs more than the rest together
+        similarity = WARNING_SIMILARITY if self.thresholds.min_similarity_improvement is not None else None
+        statistics = warning_statistics(moving, fixed, ddf, logits, similarity=similarity)[0]
         advice = (
             f"the field was refined with {self.refine_steps} steps: check the result" if self.refine_steps > 0 else None
         )
         warnings = ood_warnings(statistics, self.thresholds, SUGGESTED_REFINE_STEPS, advice=advice)
         d["out_of_distribution"] = {
             "statistics": statistics,
-            "similarity": WARNING_SIMILARITY,
+            "similarity": similarity,
             "thresholds": asdict(self.thresholds),
             "judged": "the network's own field, before any refinement",
         }
