@@ -35,6 +35,7 @@ __all__ = [
     "STRUCTURE_NAMES",
     "ACDC_SPACING_MM",
     "JACOBIAN_BORDER",
+    "crop_border",
     "dice_per_structure",
     "hd95_per_structure",
     "jacobian_determinant",
@@ -184,11 +185,23 @@ def jacobian_determinant(ddf: torch.Tensor | np.ndarray, border: int = 0) -> tor
         - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
         + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
     )
-    if border > 0:
-        if min(jac.shape[1:]) <= 2 * border:
-            raise ValueError(f"border {border} leaves nothing of a {tuple(jac.shape[1:])} grid.")
-        jac = jac[:, border:-border, border:-border, border:-border]
-    return jac
+    return crop_border(jac, border)
+
+
+def crop_border(jac: torch.Tensor, border: int) -> torch.Tensor:
+    """``jac`` (B, H, W, D) without ``border`` voxels at both ends of every spatial axis.
+
+    ``crop_border(jacobian_determinant(ddf), b)`` equals ``jacobian_determinant(ddf, border=b)`` exactly: one
+    uncropped map can serve every crop a pipeline needs.
+
+    Returns:
+        (B, H - 2 border, W - 2 border, D - 2 border) view of ``jac``.
+    """
+    if border <= 0:
+        return jac
+    if min(jac.shape[1:]) <= 2 * border:
+        raise ValueError(f"border {border} leaves nothing of a {tuple(jac.shape[1:])} grid.")
+    return jac[:, border:-border, border:-border, border:-border]
 
 
 def _jac_batch(jac: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -256,6 +269,7 @@ def registration_metrics(
     spacing: Sequence[float] = ACDC_SPACING_MM,
     labels: Sequence[int] = STRUCTURE_LABELS,
     border: int = JACOBIAN_BORDER,
+    jacobian: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All per-pair registration metrics of the evaluation protocol.
 
@@ -270,6 +284,8 @@ def registration_metrics(
         spacing: voxel size in mm along (H, W, D) for HD95.
         labels: structures scored; names from ``STRUCTURE_NAMES`` (rv, lvm, lvbp), else "label<k>".
         border: Jacobian border crop for the folding statistics.
+        jacobian: (B, H, W, D) ``jacobian_determinant(ddf)`` (no crop) when the caller has it already; None: computed
+            here.
 
     Returns:
         dict of (B,) tensors: "dice_rv", "dice_lvm", "dice_lvbp", "dice_mean" (NaN-mean over
@@ -285,7 +301,7 @@ def registration_metrics(
     hd95, hd95_mean = hd95_per_structure(warped, fixed_label, spacing, labels)
     results.update({f"hd95_{_name(label)}": hd95[:, index] for index, label in enumerate(labels)})
     results["hd95_mean"] = hd95_mean
-    jac = jacobian_determinant(ddf, border=border)
+    jac = jacobian_determinant(ddf, border=border) if jacobian is None else crop_border(jacobian, border)
     results["sdlogj_plus3"] = sdlogj_plus3(jac)
     results["std_log_j_positive"] = std_log_jacobian_positive(jac)
     results["folding_percent"] = folding_percent(jac)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from scripts.metrics import (
+    crop_border,
     dice_per_structure,
     folding_percent,
     hd95_per_structure,
@@ -209,3 +210,34 @@ def test_segmentation_dice_from_memory_logits():
     scores = segmentation_dice(wrong, fixed)
     assert scores["seg_dice_lvbp"][0].item() == 0.0
     assert scores["seg_dice_lvm"][0].item() == pytest.approx(8 / 9)
+
+
+def folding_field(shape=(48, 48, 16)) -> torch.Tensor:
+    """Smooth motion of a few voxels plus voxel noise that folds in places (a network-like field)."""
+    generator = torch.Generator().manual_seed(1)
+    coarse = 4.0 * torch.randn(1, 3, 6, 6, 4, generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)
+    return smooth + 0.4 * torch.randn(1, 3, *shape, generator=generator)
+
+
+def test_cropping_the_uncropped_jacobian_equals_computing_it_cropped():
+    ddf = folding_field()
+    uncropped = jacobian_determinant(ddf)
+    assert float(folding_percent(uncropped)) > 0.0
+    for border in (0, 1, 2):
+        assert torch.equal(crop_border(uncropped, border), jacobian_determinant(ddf, border=border))
+    with pytest.raises(ValueError, match="border 8 leaves nothing"):
+        crop_border(uncropped, 8)
+
+
+def test_registration_metrics_with_a_given_jacobian_equal_those_computing_it():
+    ddf = folding_field()
+    fixed = torch.zeros(1, 1, 48, 48, 16)
+    fixed[..., 12:36, 12:36, 3:13] = 1
+    fixed[..., 18:30, 18:30, 3:13] = 3
+    moving = torch.roll(fixed, shifts=(2, 1), dims=(2, 3))
+    computed = registration_metrics(ddf, moving, fixed)
+    reused = registration_metrics(ddf, moving, fixed, jacobian=jacobian_determinant(ddf))
+    assert computed.keys() == reused.keys()
+    for key, value in computed.items():
+        assert torch.equal(value, reused[key]) or (value.isnan().all() and reused[key].isnan().all()), key

@@ -42,7 +42,7 @@ from scipy import ndimage
 from scripts.inference.inverse_field import compose_displacements
 from scripts.inference.refinement import DEFAULT_SIMILARITY, image_dissimilarity
 from scripts.labels import NETWORK_PIXDIM_MM, STRUCTURE_NAMES
-from scripts.metrics import JACOBIAN_BORDER, dice_per_structure, folding_percent, jacobian_determinant
+from scripts.metrics import JACOBIAN_BORDER, crop_border, dice_per_structure, folding_percent, jacobian_determinant
 from scripts.warping import warp_labels_nearest
 
 __all__ = [
@@ -278,6 +278,7 @@ def warning_statistics(
     moving_logits: torch.Tensor | None = None,
     reverse_ddf: torch.Tensor | None = None,
     pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
+    jacobian: torch.Tensor | None = None,
 ) -> list[dict[str, float | None]]:
     """The statistics of the warning rules, per pair (module docstring).
 
@@ -293,6 +294,8 @@ def warning_statistics(
         reverse_ddf: (B, 3, H, W, D) the network's displacement with the images swapped (fixed -> moving), for the
             inverse consistency; None: not computed.
         pixdim: voxel size in mm (volumes, inverse consistency).
+        jacobian: (B, H, W, D) ``jacobian_determinant(ddf)`` (no border crop) when the caller has it already (inference
+            reuses it for its metrics); None: computed here.
 
     Returns:
         one dict per pair: :data:`SIMILARITY_IMPROVEMENT_MSE`, :data:`FOLDING_PERCENT`, and unless ``similarity`` is
@@ -303,7 +306,8 @@ def warning_statistics(
         :data:`RELATIVE_AGREEMENT_GAIN`, with ``reverse_ddf`` :data:`INVERSE_CONSISTENCY_MM` (median over the
         memory's heart). A statistic the inputs do not allow is None (:data:`MEMORY_CONFIDENCE`) or absent.
     """
-    folding = folding_percent(jacobian_determinant(ddf, border=JACOBIAN_BORDER))
+    jacobian = jacobian_determinant(ddf) if jacobian is None else jacobian
+    folding = folding_percent(crop_border(jacobian, JACOBIAN_BORDER))
     results: list[dict[str, float | None]] = [{MEMORY_CONFIDENCE: None} for _ in range(ddf.shape[0])]
     if similarity is not None:
         before = image_dissimilarity(moving, fixed, None, similarity)

@@ -53,6 +53,7 @@ from scripts.inference.refinement import RefinementSettings, refine_displacement
 from scripts.inference.resampling import WorldPointSampler
 from scripts.labels import NETWORK_PIXDIM_MM
 from scripts.metrics import (
+    crop_border,
     dice_per_structure,
     folding_percent,
     jacobian_determinant,
@@ -94,6 +95,20 @@ def _to_python(value: torch.Tensor) -> float:
     return float(value.reshape(-1)[0])
 
 
+NETWORK_JACOBIAN_KEY = "network_field_jacobian"
+"""Sample key of ``(field, J)``: the inferer's ``pred["ddf"]`` tensor and its uncropped Jacobian determinant
+``jacobian_determinant(field)`` (B, H, W, D), computed once by :class:`OutOfDistributionCheckd` and reused by
+:class:`UnpackRegistrationOutputd` (and through ``"jacobian"`` by :class:`RegistrationMetricsd`) while the field is
+that very tensor, i.e. unless refinement replaced it."""
+
+
+def _field_jacobian(cached: tuple[torch.Tensor, torch.Tensor] | None, field: torch.Tensor) -> torch.Tensor:
+    """``jacobian_determinant(field)`` (B, H, W, D), no border crop: the cached one if it belongs to ``field``."""
+    if cached is not None and cached[0] is field:
+        return cached[1]
+    return jacobian_determinant(field.float())
+
+
 def _network_inputs(data: Mapping[Hashable, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The pair's network-grid images as the network saw them: (1, 1, H, W, D) plain tensors on ``device``."""
     return tuple(plain_tensor(data[key])[None].to(device=device, dtype=torch.float32) for key in ("moving", "fixed"))
@@ -125,11 +140,13 @@ class OutOfDistributionCheckd(Transform):
         d = dict(data)
         pred = d[self.pred_key]
         ddf = pred["ddf"].float()
+        jacobian = _field_jacobian(None, ddf)
+        d[NETWORK_JACOBIAN_KEY] = (pred["ddf"], jacobian)
         moving, fixed = _network_inputs(d, ddf.device)
         logits = pred.get("fixed_logits")
         # the image-similarity improvement only when a rule judges it: its LNCC costs more than the rest together
         similarity = WARNING_SIMILARITY if self.thresholds.min_similarity_improvement is not None else None
-        statistics = warning_statistics(moving, fixed, ddf, logits, similarity=similarity)[0]
+        statistics = warning_statistics(moving, fixed, ddf, logits, similarity=similarity, jacobian=jacobian)[0]
         advice = (
             f"the field was refined with {self.refine_steps} steps: check the result" if self.refine_steps > 0 else None
         )
@@ -210,12 +227,13 @@ class UnpackRegistrationOutputd(Transform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        pred = {key: value[0] for key, value in d.pop(self.pred_key).items()}  # the one pair of the batch
+        batch = d.pop(self.pred_key)
+        jacobian = _field_jacobian(d.pop(NETWORK_JACOBIAN_KEY, None), batch["ddf"])  # (1, H, W, D)
+        pred = {key: value[0] for key, value in batch.items()}  # the one pair of the batch
         d.pop(CommonKeys.IMAGE, None)  # the moving image again: already under "moving"
         d.pop(CommonKeys.LABEL, None)
         # MetaTensors: Invertd takes the fixed image's transform trace only for MetaTensor keys
         ddf = pred["ddf"].float()
-        jacobian = jacobian_determinant(ddf[None], border=0)
         d["ddf"], d["warped"], d["jacobian"] = ddf, pred["warped"].float(), jacobian
         # copies to invert, as MetaTensors (Invertd takes the fixed image's trace only for those); J - 1 so that
         # the zero padding outside the network's field of view means J = 1 there, as d = 0 does
@@ -398,7 +416,8 @@ class RegistrationMetricsd(Transform):
     """Metrics of the pair on the network grid, as evaluation computes them, under ``"metrics"`` (floats).
 
     Always: ``folding_percent`` (% of voxels with J <= 0), ``sdlogj_plus3`` (std log(J + 3), the paper's SDlogJ),
-    ``std_log_j_positive`` (std log J over J > 0), all with a 2-voxel border crop; ``max_displacement_mm``.
+    ``std_log_j_positive`` (std log J over J > 0), all with a 2-voxel border crop of the sample's ``"jacobian"`` (J of
+    ``"ddf"``, computed when absent); ``max_displacement_mm``.
     When the sample has both label maps (preprocessed exactly as in evaluation): ``dice_rv/lvm/lvbp/mean`` and
     ``hd95_*`` (mm) after registration (labels warped with nearest neighbour), ``initial_dice_*`` before it, and
     ``segmentation_dice_*`` of the memory's fixed segmentation.
@@ -415,7 +434,9 @@ class RegistrationMetricsd(Transform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         ddf = d["ddf"][None]
-        jac = jacobian_determinant(ddf, border=self.border)
+        # the uncropped J of "ddf" that UnpackRegistrationOutputd made (cropping it equals computing it cropped)
+        uncropped = d["jacobian"] if "jacobian" in d else jacobian_determinant(ddf)
+        jac = crop_border(uncropped, self.border)
         metrics = {
             "folding_percent": _to_python(folding_percent(jac)),
             "sdlogj_plus3": _to_python(sdlogj_plus3(jac)),
@@ -426,7 +447,9 @@ class RegistrationMetricsd(Transform):
         if "moving_label" in d and "fixed_label" in d:
             moving_label = plain_tensor(d["moving_label"])[None].to(ddf.device)
             fixed_label = plain_tensor(d["fixed_label"])[None].to(ddf.device)
-            scores = registration_metrics(ddf, moving_label, fixed_label, spacing=self.pixdim, border=self.border)
+            scores = registration_metrics(
+                ddf, moving_label, fixed_label, spacing=self.pixdim, border=self.border, jacobian=uncropped
+            )
             metrics.update({k: _to_python(v) for k, v in scores.items() if k.startswith(("dice", "hd95"))})
             initial = dice_per_structure(moving_label, fixed_label, (1, 2, 3))[0]
             for name, value in zip(("rv", "lvm", "lvbp"), initial):
