@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.inference.inverse_field import compose_displacements, inverse_consistency_error, invert_displacement
+from scripts.inference.inverse_field import (
+    compose_displacements,
+    inverse_consistency_error,
+    invert_displacement,
+    quantiles,
+)
 
 SHAPE = (48, 40, 6)
 AMPLITUDE = 2.0  # voxels
@@ -123,3 +128,22 @@ def test_spacing_or_affine_required():
     shift = torch.zeros(1, 3, *SHAPE)
     with pytest.raises(ValueError, match="exactly one of spacing"):
         inverse_consistency_error(shift, shift)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("count", [1, 2, 3, 20, 1001, 262_144])
+def test_quantiles_equal_torch_quantile_bit_for_bit(dtype: torch.dtype, count: int) -> None:
+    generator = torch.Generator().manual_seed(count)
+    skewed = torch.rand(count, generator=generator, dtype=torch.float64) ** 4 * 7.0
+    tied = torch.round(skewed * 3) / 3  # many equal values
+    levels = (0.0, 0.05, 0.5, 0.95, 0.999, 1.0)
+    for values in (skewed.to(dtype), tied.to(dtype)):
+        expected = torch.stack([torch.quantile(values, q) for q in levels])
+        assert torch.equal(quantiles(values, levels), expected)
+
+
+def test_quantiles_are_nan_when_a_value_is_nan_as_torch_quantile() -> None:
+    values = torch.tensor([0.3, float("nan"), 0.1], dtype=torch.float64)
+    assert torch.quantile(values, 0.5).isnan() and quantiles(values, (0.5, 0.95)).isnan().all()
+    with pytest.raises(ValueError, match="non-empty 1-D floating"):
+        quantiles(torch.zeros(0), (0.5,))

@@ -38,6 +38,7 @@ __all__ = [
     "compose_displacements",
     "invert_displacement",
     "inverse_consistency_error",
+    "quantiles",
 ]
 
 INVERSE_DISPLACEMENT_CONVENTION = (
@@ -152,6 +153,32 @@ def _voxel_vectors_to_mm(
     return vectors * vectors.new_tensor([float(s) for s in spacing]).view(1, 3, 1, 1, 1)
 
 
+def quantiles(values: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
+    """``torch.quantile(values, q)`` (its default linear interpolation) for each ``q`` of ``levels``, bit for bit, by
+    selection instead of a full sort: several times faster on the ~10^5 errors of a pair.
+
+    As torch: the rank ``q (n - 1)`` in ``values``' dtype, the order statistics at its floor and ceiling, and
+    ``torch.lerp`` between them with the rank's fraction; NaN when a value is NaN.
+
+    Args:
+        values: 1-D floating tensor, not empty.
+        levels: quantile levels in [0, 1].
+
+    Returns:
+        (len(levels),) tensor of ``values``' dtype and device.
+    """
+    if values.ndim != 1 or values.numel() == 0 or not values.dtype.is_floating_point:
+        raise ValueError(f"values must be a non-empty 1-D floating tensor, got {values.dtype} {tuple(values.shape)}.")
+    ranks = torch.tensor([float(q) for q in levels], dtype=values.dtype) * (values.numel() - 1)
+    below, above = ranks.long(), ranks.ceil().long()
+    if bool(torch.isnan(values).any()):
+        return torch.full_like(ranks, float("nan")).to(values.device)
+    # np.partition puts the order statistic k at position k for every k asked (all of them in one pass)
+    selected = np.partition(values.detach().cpu().numpy(), np.union1d(below.numpy(), above.numpy()))
+    order_statistics = torch.from_numpy(selected)
+    return torch.lerp(order_statistics[below], order_statistics[above], ranks - below).to(values.device)
+
+
 def _statistics(errors: torch.Tensor, selection: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Median and 95th percentile of ``errors`` (B, N) over the ``selection`` (B, N) of each row; NaN if empty."""
     medians, percentiles = [], []
@@ -161,8 +188,9 @@ def _statistics(errors: torch.Tensor, selection: torch.Tensor) -> tuple[torch.Te
             medians.append(row.new_tensor(float("nan")))
             percentiles.append(row.new_tensor(float("nan")))
             continue
-        medians.append(torch.quantile(values, 0.5))
-        percentiles.append(torch.quantile(values, 0.95))
+        median, percentile = quantiles(values, (0.5, 0.95))
+        medians.append(median)
+        percentiles.append(percentile)
     return torch.stack(medians), torch.stack(percentiles)
 
 
