@@ -104,6 +104,7 @@ def test_refinement_lowers_the_dissimilarity_and_keeps_every_output_convention(u
     _, folder = refined
     record = _summary(folder)["refinement"]
     assert record["steps"] == REFINE_STEPS and record["similarity"] == "lncc" and record["seconds"] > 0.0
+    assert record["schedule"] == [[4, 2 * REFINE_STEPS], [2, REFINE_STEPS]]  # inference.json's refine_levels [4, 2]
     assert record["dissimilarity_after"] < record["dissimilarity_before"] - 0.01
     fixed = nib.load(str(ES))
     for name in (

@@ -6,7 +6,15 @@ import pytest
 import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 
-from scripts.inference.refinement import SIMILARITIES, SliceLocalCorrelation, image_dissimilarity, refine_displacement
+from scripts.errors import InvalidInputError
+from scripts.inference.refinement import (
+    SIMILARITIES,
+    RefinementSettings,
+    SliceLocalCorrelation,
+    image_dissimilarity,
+    level_schedule,
+    refine_displacement,
+)
 
 SHAPE = (32, 32, 6)
 SHIFT = 2.0  # voxels along axis 0
@@ -94,8 +102,10 @@ def test_a_pair_is_refined_the_same_alone_and_in_a_batch():
     initial = torch.zeros(2, 3, *SHAPE)
     batched, record = refine_displacement(moving, fixed, initial, steps=10)
     alone, alone_record = refine_displacement(moving[:1], fixed[:1], initial[:1], steps=10)
-    # equal up to rounding, which Adam's normalised steps enlarge only where the gradient is ~0 (flat background)
-    assert float((batched[:1] - alone).abs().mean()) < 1e-2
+    # equal up to rounding, which Adam's normalised steps enlarge where the gradient is ~0 (flat background): over
+    # the 30 steps of two levels by 0.011 voxel on average; where the images drive the field, by far less
+    assert float((batched[:1] - alone).abs().mean()) < 2e-2
+    assert float((blob_region(batched[:1]) - blob_region(alone)).abs().mean()) < 5e-3
     assert len(record.similarity_after) == 2
     assert record.similarity_after[0] == pytest.approx(alone_record.similarity_after[0], abs=1e-4)
     assert record.pair(1)["similarity_after"] == record.similarity_after[1]
@@ -117,3 +127,37 @@ def test_invalid_arguments_raise_one_clear_error():
         refine_displacement(moving, fixed, torch.zeros(1, 2, *SHAPE), steps=1)
     with pytest.raises(ValueError, match="steps must be >= 0"):
         refine_displacement(moving, fixed, torch.zeros(1, 3, *SHAPE), steps=-1)
+    with pytest.raises(ValueError, match="coarse to fine"):
+        refine_displacement(moving, fixed, torch.zeros(1, 3, *SHAPE), steps=1, levels=(2, 4))
+
+
+def test_each_coarser_level_takes_twice_the_steps_of_the_one_below():
+    assert level_schedule(20) == [[4, 40], [2, 20]]
+    assert level_schedule(5, (8, 4, 1)) == [[8, 20], [4, 10], [1, 5]]
+    assert level_schedule(7, (2,)) == [[2, 7]]
+
+
+def test_coarse_to_fine_equals_its_levels_run_one_after_the_other():
+    moving, fixed = blob_pair()
+    initial = 0.3 * torch.ones(1, 3, *SHAPE)
+    both, record = refine_displacement(moving, fixed, initial, steps=6, levels=(4, 2))
+    coarse, _ = refine_displacement(moving, fixed, initial, steps=12, levels=(4,))
+    then_fine, _ = refine_displacement(moving, fixed, coarse, steps=6, levels=(2,))
+    assert torch.allclose(both, then_fine, atol=1e-6)
+    assert not torch.allclose(both, coarse, atol=1e-3)  # the fine level did move the field
+    assert record.steps == 6 and record.schedule == [[4, 12], [2, 6]]
+    assert record.pair(0)["schedule"] == [[4, 12], [2, 6]]
+
+
+@pytest.mark.parametrize(
+    "levels, message",
+    [((2, 4), "decreasing"), ((0,), ">= 1"), ("42", "whole numbers"), ((), "non-empty"), ((2.5,), "whole numbers")],
+)
+def test_settings_refuse_unusable_levels_naming_the_config_key(levels, message):
+    with pytest.raises(InvalidInputError, match=f"configs/inference.json: refine_levels .*{message}"):
+        RefinementSettings(steps=5, levels=levels)
+
+
+def test_settings_take_a_list_or_a_single_level():
+    assert RefinementSettings(steps=5, levels=[4, 2]).levels == (4, 2)
+    assert RefinementSettings(steps=5, levels=2).levels == (2,)
