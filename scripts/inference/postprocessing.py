@@ -196,6 +196,7 @@ class RefineDisplacementd(Transform):
             similarity_weight=settings.similarity_weight,
             regularisation_weight=settings.regularisation_weight,
             learning_rate=settings.learning_rate,
+            levels=settings.levels,
         )
         pred["ddf"], pred["warped"] = refined, warp_image(moving, refined)
         d[self.pred_key] = pred
@@ -208,6 +209,7 @@ class RefineDisplacementd(Transform):
             "similarity_weight": settings.similarity_weight,
             "regularisation_weight": settings.regularisation_weight,
             "learning_rate": settings.learning_rate,
+            "schedule": record.schedule,
         }
         return d
 
