@@ -31,8 +31,11 @@ from scripts.benchmark.perturbations import (
     scale_voxel_size,
     voxel_sizes,
 )
-from scripts.benchmark.robustness import classical_subset, write_acdc_patient
+from scripts.benchmark.robustness import classical_subset
+from scripts.benchmark.robustness import parse_args as robustness_arguments
+from scripts.benchmark.robustness import write_acdc_patient
 from scripts.data import build_pair_datalist
+from scripts.inference.refinement import DEFAULT_LEVELS
 from scripts.networks import bundle_network
 
 SPACING = (1.8, 1.8, 10.0)
@@ -291,3 +294,12 @@ def test_robustness_mode_names_a_missing_checkpoint(tmp_path: Path, capsys) -> N
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and f"{missing}: checkpoint not found" in error[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_refine_levels_default_to_inference_and_must_run_coarse_to_fine(capsys) -> None:
+    base = ["--dataset_dir", "d", "--method", "M=memwarp:m.pt", "--refine_steps", "5"]
+    assert robustness_arguments(base).refine_levels == list(DEFAULT_LEVELS) == [4, 2]
+    assert robustness_arguments([*base, "--refine_levels", "2"]).refine_levels == [2]
+    with pytest.raises(SystemExit):
+        robustness_arguments([*base, "--refine_levels", "2", "4"])
+    assert "--refine_levels must be whole numbers >= 1, coarse to fine" in capsys.readouterr().err

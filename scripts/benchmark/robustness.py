@@ -9,7 +9,7 @@ ES), so every method meets the change through the bundle's real preprocessing
 - every network row, ``--method "NAME=ARCHITECTURE[@PRESET]:CHECKPOINT"`` (as in the accuracy mode), on every
   test patient, and with ``--refine_steps N`` also a row ``NAME+refineN``: the same network's field refined on each
   pair by inference's instance optimisation (:func:`scripts.inference.refinement.refine_displacement`, the
-  similarity of ``--refine_similarity``), timed with the network;
+  similarity of ``--refine_similarity``, the coarse-to-fine levels of ``--refine_levels``), timed with the network;
 - the classical tools (``--classical``: ANTs SyN, elastix affine + B-spline, SimpleITK diffeomorphic demons,
   :mod:`scripts.benchmark.classical`) on a fixed, evenly spaced subset of ``--classical_patients`` test patients
   (they take minutes per pair on a CPU), the same subset for every perturbation, stated in the output;
@@ -56,7 +56,7 @@ from scripts.evaluation import (
     write_csv_atomic,
     write_json_atomic,
 )
-from scripts.inference.refinement import DEFAULT_SIMILARITY, SIMILARITIES, refine_displacement
+from scripts.inference.refinement import DEFAULT_LEVELS, DEFAULT_SIMILARITY, SIMILARITIES, refine_displacement
 from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 
 __all__ = [
@@ -115,6 +115,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--refine_steps", type=int, default=0, help="also score each network refined with N steps (row NAME+refineN)"
     )
     parser.add_argument("--refine_similarity", default=DEFAULT_SIMILARITY, choices=list(SIMILARITIES))
+    parser.add_argument(
+        "--refine_levels",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_LEVELS),
+        help="in-plane factors of the refinement's levels, coarse to fine (default: inference's)",
+    )
     parser.add_argument("--keep_perturbed_data", default="", help="write the perturbed data sets here (kept)")
     parser.add_argument("--output_dir", default="benchmark_robustness")
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -126,6 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--classical_patients must be at least 1")
     if args.refine_steps < 0:
         parser.error("--refine_steps must be at least 0")
+    if any(level < 1 for level in args.refine_levels) or sorted(set(args.refine_levels), reverse=True) != list(
+        args.refine_levels
+    ):
+        parser.error("--refine_levels must be whole numbers >= 1, coarse to fine (decreasing), e.g. 4 2")
     args.perturbations = ["unperturbed"] + [name for name in args.perturbations if name != "unperturbed"]
     return args
 
@@ -224,13 +235,17 @@ def refined_row_name(network: str, steps: int) -> str:
     return f"{network}+refine{steps}"
 
 
-def refined_field_function(field: FieldFunction, steps: int, similarity: str) -> FieldFunction:
+def refined_field_function(
+    field: FieldFunction, steps: int, similarity: str, levels: Sequence[int] = DEFAULT_LEVELS
+) -> FieldFunction:
     """``field`` followed by inference's instance optimisation of its displacement on the pair (the memory's
-    segmentation unchanged), with inference's default weights and learning rate."""
+    segmentation unchanged), with inference's default weights and learning rate, over ``levels``."""
 
     def refined(moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         ddf, logits = field(moving, fixed)
-        ddf, _ = refine_displacement(moving.to(ddf.device), fixed.to(ddf.device), ddf, steps, similarity)
+        ddf, _ = refine_displacement(
+            moving.to(ddf.device), fixed.to(ddf.device), ddf, steps, similarity, levels=tuple(levels)
+        )
         return ddf, logits
 
     return refined
@@ -270,7 +285,9 @@ def run_robustness(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--method name {spec.name!r} is used twice or reserved")
         methods[spec.name] = network_field_function(spec, spec.preset or args.preset, device)
         if args.refine_steps > 0:
-            refined = refined_field_function(methods[spec.name], args.refine_steps, args.refine_similarity)
+            refined = refined_field_function(
+                methods[spec.name], args.refine_steps, args.refine_similarity, args.refine_levels
+            )
             methods[refined_row_name(spec.name, args.refine_steps)] = refined
     by_patient: dict[str, list[dict]] = {}
     for record in pair_datalist(args.dataset_dir, args.datalist, args.section):
@@ -481,6 +498,7 @@ def _write_report(
                     "network": spec.name,
                     "refine_steps": args.refine_steps,
                     "refine_similarity": args.refine_similarity,
+                    "refine_levels": list(args.refine_levels),
                 }
                 for spec in args.methods
                 if args.refine_steps > 0
