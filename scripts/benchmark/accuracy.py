@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from scripts.atomic_files import write_text_atomically
 from scripts.benchmark.ants_syn import ANTS_SYN_PARAMETERS, ants_syn_ddf, ants_version
+from scripts.benchmark.command_line import run_mode
 from scripts.benchmark.endpoint_error import (
     BOUNDARY_MM,
     EPE_METRICS,
@@ -310,9 +311,4 @@ def accuracy_table(report: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; a missing or unreadable input (checkpoint, data, antspyx) ends with its message and exit 2."""
     args = parse_args(argv)
-    try:
-        run_accuracy(args)
-    except (OSError, ImportError, ValueError) as error:  # the bundle's input errors derive from these
-        print(f"python -m scripts.benchmark accuracy: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_mode("accuracy", lambda: run_accuracy(args))

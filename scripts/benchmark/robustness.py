@@ -43,6 +43,7 @@ from tqdm import tqdm
 from scripts.atomic_files import write_bytes_atomically, write_text_atomically
 from scripts.benchmark.accuracy import FieldFunction, _timed, network_field_function, parse_method, score_pair
 from scripts.benchmark.classical import CLASSICAL_METHODS, ClassicalMethod
+from scripts.benchmark.command_line import run_mode
 from scripts.benchmark.perturbations import PERTURBATIONS, Frame, perturbation_rng
 from scripts.data import build_pair_datalist, registration_preprocessing
 from scripts.engine.inputs import pair_datalist
@@ -604,9 +605,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line; a missing or unreadable input (checkpoint, data, optional package) ends with its message and
     exit 2."""
     args = parse_args(argv)
-    try:
-        run_robustness(args)
-    except (OSError, ImportError, ValueError) as error:  # the bundle's input errors derive from these
-        print(f"python -m scripts.benchmark robustness: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_mode("robustness", lambda: run_robustness(args))

@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from scripts.benchmark.accuracy import MethodSpec, network_field_function, score_pair
+from scripts.benchmark.command_line import run_mode
 from scripts.benchmark.perturbations import PERTURBATIONS
 from scripts.benchmark.robustness import perturbed_samples
 from scripts.data import registration_preprocessing
@@ -387,9 +388,4 @@ def calibration_text(report: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; a missing or unreadable input (checkpoint, data) ends with its message and exit 2."""
     args = parse_args(argv)
-    try:
-        run_warning_calibration(args)
-    except (OSError, ImportError, ValueError) as error:  # the bundle's input errors derive from these
-        print(f"python -m scripts.benchmark warning: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_mode("warning", lambda: run_warning_calibration(args))
