@@ -17,6 +17,7 @@ artists: several times cheaper to draw than one axes per panel.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.colors import Colormap, Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import PathPatch  # noqa: E402
@@ -111,10 +112,21 @@ def _window(image: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1.0)
 
 
-def _colour(plane: np.ndarray, cmap: str, low: float, high: float) -> np.ndarray:
-    """(n0, n1) plane -> (n1, n0, 3) RGB in display order: first array axis left to right, second bottom to top."""
-    rgba = colormaps[cmap](Normalize(low, high, clip=True)(plane.T[::-1]))
-    return rgba[..., :3]
+@functools.lru_cache(maxsize=None)
+def _colormap(name: str) -> Colormap:
+    """The named colour map, its lookup table built once (``colormaps[name]`` hands out a new copy every time)."""
+    colormap = colormaps[name]
+    colormap(0.0)  # builds the lookup table now, not lazily in whichever thread draws first
+    return colormap
+
+
+def _colour(plane: np.ndarray, cmap: str, low: float, high: float, fade: float = 0.0) -> np.ndarray:
+    """(n0, n1) plane -> (n1, n0, 3) 8-bit RGB in display order: first array axis left to right, second bottom to
+    top; ``fade`` > 0 blends that share of white over the colours."""
+    rgb = _colormap(cmap)(Normalize(low, high, clip=True)(plane.T[::-1]))[..., :3]
+    if fade:
+        rgb = fade + (1.0 - fade) * rgb
+    return np.round(rgb * 255).astype(np.uint8)
 
 
 def _edges(mask: np.ndarray) -> np.ndarray:
@@ -152,7 +164,7 @@ class _Mosaic:
         self.width, self.height = int(plane_shape[0]), int(plane_shape[1])
         self.rows, self.columns = rows, columns
         shape = (rows * (self.height + GAP_PIXELS) - GAP_PIXELS, columns * (self.width + GAP_PIXELS) - GAP_PIXELS, 3)
-        self.pixels = np.ones(shape)
+        self.pixels = np.full(shape, 255, dtype=np.uint8)  # 8-bit RGB, white gaps
 
     def origin(self, row: int, column: int) -> tuple[int, int]:
         return row * (self.height + GAP_PIXELS), column * (self.width + GAP_PIXELS)
@@ -226,7 +238,7 @@ def quality_control_figure(
     folding: list[np.ndarray] = []
 
     def plane(volume: np.ndarray | None, index: int) -> np.ndarray | None:
-        return None if volume is None else np.take(volume, index, axis=slice_axis)
+        return None if volume is None else volume[(slice(None),) * slice_axis + (index,)]  # a view, not a copy
 
     moving_planes = [
         np.asarray(moving(slice_axis, index)) if callable(moving) else plane(moving, index) for index in slices
@@ -248,13 +260,13 @@ def quality_control_figure(
             mosaic.put(row, column, _colour(image, "gray", low, high))
         for column, difference in ((3, before[row]), (4, after[row])):
             mosaic.put(row, column, _colour(difference, "magma", 0.0, difference_max))
-        mosaic.put(row, 5, 0.4 + 0.6 * _colour(plane(fixed, index), "gray", low, high))  # faded under the grid
+        mosaic.put(row, 5, _colour(plane(fixed, index), "gray", low, high, fade=0.4))  # faded under the grid
         seg = plane(segmentation, index)
         for column in (0, 1, 2):
             outline(solid, seg, row, column)
         outline(dotted, plane(warped_label, index), row, 2)
         # displacement in voxels of the fixed grid, to draw the deformed grid in index space (drawn slices only)
-        slab = np.take(np.asarray(displacement_mm, dtype=np.float64), [index], axis=slice_axis + 1)
+        slab = np.asarray(displacement_mm[(slice(None),) * (slice_axis + 1) + (slice(index, index + 1),)], np.float64)
         voxels = world_to_voxel_displacement(slab, affine)
         moved = _grid_lines([np.take(voxels[a], 0, axis=slice_axis) for a in in_plane], plane_shape)
         grid += [mosaic.place(line, row, 5) for line in moved]
@@ -271,7 +283,7 @@ def quality_control_figure(
     axes = figure.add_axes((0.055, bottom, 0.94, top - bottom))
     aspect = float(spacing[in_plane[1]] / spacing[in_plane[0]])
     # 8-bit RGB: matplotlib would otherwise convert a float image to 8-bit RGBA on every draw
-    axes.imshow(np.round(mosaic.pixels * 255).astype(np.uint8), aspect=aspect, interpolation="nearest")
+    axes.imshow(mosaic.pixels, aspect=aspect, interpolation="nearest")
     axes.set_axis_off()
     patches = [_lines_patch(pieces, colour, 0.8) for colour, pieces in solid.items()]
     patches += [_lines_patch(pieces, colour, 0.8, linestyle=":") for colour, pieces in dotted.items()]
