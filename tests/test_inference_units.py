@@ -21,7 +21,6 @@ from scripts.inference import (
     pair_name,
     read_nifti_header,
     resample_through_displacement,
-    single_pair_collate,
     single_pair_record,
     world_overlap,
 )
@@ -242,12 +241,6 @@ def test_each_file_is_read_once_and_the_network_sees_the_bundle_preprocessing(
     assert original.shape == (40, 36, 6)
     np.testing.assert_array_equal(original.numpy(), nib.load(record["fixed"]).get_fdata().astype(np.float32))
     np.testing.assert_array_equal(original.affine.numpy(), nib.load(record["fixed"]).affine)
-
-
-def test_a_batch_is_one_pair() -> None:
-    assert single_pair_collate([{"pair": {"pair_name": "a"}}]) == {"pair": {"pair_name": "a"}}
-    with pytest.raises(ValueError, match="one pair per iteration"):
-        single_pair_collate([{}, {}])
 
 
 def test_the_documented_datalist_example_is_read_as_documented(tmp_path: Path) -> None:

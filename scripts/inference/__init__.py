@@ -20,13 +20,14 @@ one way, one module per step:
 - ``scripts.errors``: input errors end a command-line run with one line naming the file.
 """
 
+from scripts.inference.batching import pair_batch_collate
 from scripts.inference.checkpoint import CheckpointRecord, file_sha256, load_network_weights
 from scripts.inference.handlers import InputChecks, PairProgressBar, PairTimer
 from scripts.inference.input_checks import check_output_dir, check_pair_files, read_nifti_header, world_overlap
 from scripts.inference.network_io import RegistrationInferer, RegistrationPairBatch
 from scripts.inference.pairs import inference_pairs, pair_name, records_from_json, single_pair_record
 from scripts.inference.postprocessing import registration_postprocessing
-from scripts.inference.preprocessing import InferencePreprocessing, single_pair_collate
+from scripts.inference.preprocessing import InferencePreprocessing
 from scripts.inference.refinement import RefinementSettings
 from scripts.inference.resampling import resample_at_world_points, resample_through_displacement
 from scripts.inference.writer import PairOutputWriter
@@ -46,13 +47,13 @@ __all__ = [
     "file_sha256",
     "inference_pairs",
     "load_network_weights",
+    "pair_batch_collate",
     "pair_name",
     "read_nifti_header",
     "records_from_json",
     "registration_postprocessing",
     "resample_at_world_points",
     "resample_through_displacement",
-    "single_pair_collate",
     "single_pair_record",
     "world_overlap",
 ]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from tqdm import tqdm
 
 from scripts.data import InvalidInputError
+from scripts.inference.batching import batch_pairs
 from scripts.inference.input_checks import check_output_dir, check_pair_files
 from scripts.inference.pairs import pair_name
 
@@ -57,8 +58,8 @@ class InputChecks:
 
 
 class PairTimer:
-    """Seconds spent per stage of the current pair: ``self.current`` = {"load_and_preprocess", "network",
-    "postprocess"}, reset when the next pair is fetched (batch size 1: one pair per iteration)."""
+    """Seconds spent per stage of the current iteration (one pair, or the pairs of a batch): ``self.current`` =
+    {"load_and_preprocess", "network", "postprocess"}, reset when the next batch is fetched."""
 
     def __init__(self) -> None:
         self.current: dict[str, float] = {}
@@ -103,9 +104,8 @@ class PairProgressBar:
 
     def _step(self, engine: Engine) -> None:
         if self.bar is not None:
-            batch = engine.state.batch
-            items = batch if isinstance(batch, list) else [batch]
-            names = [str(item["pair"]["pair_name"]) for item in items if isinstance(item, dict) and "pair" in item]
+            items = batch_pairs(engine.state.batch)
+            names = [str(item["pair"]["pair_name"]) for item in items if isinstance(item, Mapping) and "pair" in item]
             self.bar.set_postfix_str(", ".join(names), refresh=False)
             self.bar.update(len(items))
 

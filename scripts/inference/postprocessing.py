@@ -38,6 +38,7 @@ from monai.utils import CommonKeys
 
 from scripts.data.transforms import source_name
 from scripts.geometry import voxel_to_world_displacement
+from scripts.inference.batching import PAIRS_KEY, RESULTS_KEY
 from scripts.inference.inverse_field import inverse_consistency_error, invert_displacement
 from scripts.inference.network_io import plain_tensor
 from scripts.inference.ood_warning import (
@@ -71,6 +72,7 @@ __all__ = [
     "OutOfDistributionCheckd",
     "RefineDisplacementd",
     "RegistrationMetricsd",
+    "RegistrationPostprocessing",
     "SplitFieldAndJacobiand",
     "UnpackRegistrationOutputd",
     "WarpOriginalMovingd",
@@ -179,14 +181,22 @@ class RefineDisplacementd(Transform):
         self.settings, self.pred_key = settings, pred_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
+        return self.refine_pairs([data])[0]
+
+    def refine_pairs(self, pairs: Sequence[Mapping[Hashable, Any]]) -> list[dict[Hashable, Any]]:
+        """Refine several pairs' fields as ONE batch (each pair's loss is its own, see
+        :func:`~scripts.inference.refinement.refine_displacement`); returns the pairs' dicts in order, each with
+        its own ``"refinement"`` record (``seconds``: the batch's)."""
+        dicts = [dict(data) for data in pairs]
         settings = self.settings
         if settings.steps == 0:
-            d["refinement"] = {"steps": 0, "note": "refine_steps is 0: the network's field is used as it is"}
-            return d
-        pred = dict(d[self.pred_key])
-        ddf = pred["ddf"].float()
-        moving, fixed = _network_inputs(d, ddf.device)
+            for d in dicts:
+                d["refinement"] = {"steps": 0, "note": "refine_steps is 0: the network's field is used as it is"}
+            return dicts
+        predictions = [dict(d[self.pred_key]) for d in dicts]
+        ddf = torch.cat([pred["ddf"].float() for pred in predictions])
+        inputs = [_network_inputs(d, ddf.device) for d in dicts]
+        moving, fixed = (torch.cat([pair[index] for pair in inputs]) for index in (0, 1))
         refined, record = refine_displacement(
             moving,
             fixed,
@@ -198,20 +208,23 @@ class RefineDisplacementd(Transform):
             learning_rate=settings.learning_rate,
             levels=settings.levels,
         )
-        pred["ddf"], pred["warped"] = refined, warp_image(moving, refined)
-        d[self.pred_key] = pred
-        d["refinement"] = {
-            "steps": record.steps,
-            "similarity": record.similarity,
-            "dissimilarity_before": record.similarity_before[0],
-            "dissimilarity_after": record.similarity_after[0],
-            "seconds": round(record.seconds, 4),
-            "similarity_weight": settings.similarity_weight,
-            "regularisation_weight": settings.regularisation_weight,
-            "learning_rate": settings.learning_rate,
-            "schedule": record.schedule,
-        }
-        return d
+        warped = warp_image(moving, refined)
+        for index, (d, pred) in enumerate(zip(dicts, predictions)):
+            pred["ddf"], pred["warped"] = refined[index : index + 1], warped[index : index + 1]
+            d[self.pred_key] = pred
+            d["refinement"] = {
+                "steps": record.steps,
+                "similarity": record.similarity,
+                "dissimilarity_before": record.similarity_before[index],
+                "dissimilarity_after": record.similarity_after[index],
+                "seconds": round(record.seconds, 4),
+                "pairs_refined_together": len(dicts),
+                "similarity_weight": settings.similarity_weight,
+                "regularisation_weight": settings.regularisation_weight,
+                "learning_rate": settings.learning_rate,
+                "schedule": record.schedule,
+            }
+        return dicts
 
 
 class UnpackRegistrationOutputd(Transform):
@@ -464,13 +477,51 @@ class RegistrationMetricsd(Transform):
         return d
 
 
+class RegistrationPostprocessing(Compose):
+    """The inference chain (a ``Compose``) that also takes a batch of several pairs (:mod:`scripts.inference.batching`).
+
+    One pair's merged dict goes through the chain as it is. A batch's, ``{"pairs": [sample, ...], "pred": {...}}``
+    with the inferer's (B, C, H, W, D) outputs, is split into one dict per pair (its sample and its slice of the
+    outputs); each pair goes through the chain on its own, except the instance optimisation
+    (:class:`RefineDisplacementd`), which refines the batch's fields together. Returns ``{"pairs": [...], "results":
+    [postprocessed dict, ...], "pred": None}`` (the engine keeps ``"results"`` as the iteration's output).
+
+    Args:
+        transforms: the chain, as for ``Compose``.
+        pred_key: key of the inferer's output dict.
+    """
+
+    def __init__(self, transforms: Sequence[Any], pred_key: str = CommonKeys.PRED) -> None:
+        super().__init__(list(transforms))
+        self.pred_key = pred_key
+
+    def __call__(self, input_: Any, start: int = 0, end: int | None = None, threading: bool = False, lazy=None):
+        if not (isinstance(input_, Mapping) and PAIRS_KEY in input_):
+            return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
+        prediction = input_[self.pred_key]
+        dicts = [
+            {**sample, self.pred_key: {key: value[index : index + 1] for key, value in prediction.items()}}
+            for index, sample in enumerate(input_[PAIRS_KEY])
+        ]
+        refiners = [
+            index for index, transform in enumerate(self.transforms) if isinstance(transform, RefineDisplacementd)
+        ]
+        split = refiners[0] if refiners else len(self.transforms)
+        dicts = [super(RegistrationPostprocessing, self).__call__(d, end=split) for d in dicts]
+        if refiners:
+            dicts = self.transforms[split].refine_pairs(dicts)
+            dicts = [super(RegistrationPostprocessing, self).__call__(d, start=split + 1) for d in dicts]
+        return {PAIRS_KEY: input_[PAIRS_KEY], RESULTS_KEY: dicts, self.pred_key: None}
+
+
 def registration_postprocessing(
     preprocessing: InferencePreprocessing,
     pixdim: Sequence[float] = NETWORK_PIXDIM_MM,
     refinement: RefinementSettings | None = None,
     warning_thresholds: WarningThresholds = WARNING_THRESHOLDS,
-) -> Compose:
-    """The postprocessing chain of the inference config (see the module docstring for the keys it adds).
+) -> RegistrationPostprocessing:
+    """The postprocessing chain of the inference config (see the module docstring for the keys it adds), for one
+    pair or a batch of pairs (:class:`RegistrationPostprocessing`).
 
     Args:
         preprocessing: the dataset's preprocessing (the same object: ``Invertd`` matches transforms by id).
@@ -481,7 +532,7 @@ def registration_postprocessing(
     refinement = RefinementSettings() if refinement is None else refinement
     fixed_space_keys = [name for name, _ in FIXED_SPACE_KEYS.values()]
     nearest = [flag for _, flag in FIXED_SPACE_KEYS.values()]
-    return Compose(
+    return RegistrationPostprocessing(
         [
             OutOfDistributionCheckd(warning_thresholds, refinement.steps),
             RefineDisplacementd(refinement),

@@ -5,7 +5,7 @@ training and evaluation use) applied to the images already read, so the network 
 feeds it. When the record has both label maps, they go through the same chain (``with_labels=True``) to the
 network grid, where the metrics are computed as in evaluation.
 
-Sample keys (one pair; the dataloader does not collate, see :func:`single_pair_collate`):
+Sample keys (one pair; the dataloader does not collate, see :mod:`scripts.inference.batching`):
     ``"pair"``: the pair record as given (paths, frames, patient, direction, ``pair_name``), carried unchanged to
     the writer;
     ``"moving"``, ``"fixed"``: (1, H, W, D) float32 MetaTensors in [0, 1] on the network grid, with the transform
@@ -29,21 +29,10 @@ from scripts.data import LoadFramed, RegistrationCompose, ValidateRegistrationIn
 from scripts.errors import InvalidInputError
 from scripts.labels import FRAME_KEYS, IMAGE_KEYS, LABEL_KEYS, NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE, NUM_CLASSES
 
-__all__ = ["InferencePreprocessing", "ORIGINAL_SUFFIX", "single_pair_collate"]
+__all__ = ["InferencePreprocessing", "ORIGINAL_SUFFIX"]
 
 ORIGINAL_SUFFIX = "_original"
 _FRAME_OF = dict(zip(IMAGE_KEYS, FRAME_KEYS))
-
-
-def single_pair_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The dataloader's ``collate_fn`` for batch size 1: the sample itself, not collated.
-
-    Pairs differ in size, so inference runs one pair per iteration; collating would turn the record's strings into
-    lists and its metadata into batched tensors only to undo it afterwards.
-    """
-    if len(items) != 1:
-        raise ValueError(f"inference registers one pair per iteration (batch_size 1), got a batch of {len(items)}")
-    return items[0]
 
 
 def _given(value: Any) -> bool:

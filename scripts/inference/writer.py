@@ -32,6 +32,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from scripts.geometry import NiftiGeometry, voxel_to_world_displacement, write_displacement_nifti
+from scripts.inference.batching import pairs_with_results
 from scripts.inference.handlers import PairTimer
 from scripts.inference.network_io import plain_tensor
 from scripts.inference.nifti_io import save_volume
@@ -118,12 +119,11 @@ class PairOutputWriter:
         self._pending.clear()
 
     def __call__(self, engine: Engine) -> None:
-        batch, output = engine.state.batch, engine.state.output
-        if not isinstance(batch, list):  # one pair per iteration: the sample and the postprocessed output dicts
-            batch, output = [batch], [output]
-        for sample, result in zip(batch, output):
+        pairs = pairs_with_results(engine.state.batch, engine.state.output)
+        for sample, result in pairs:
             data = {**sample, **result}
-            timings = dict(self.timer.current) if self.timer is not None else {}
+            # a batch's stage times are shared by its pairs: each pair's summary gets its share
+            timings = {k: v / len(pairs) for k, v in self.timer.current.items()} if self.timer is not None else {}
             if self.max_pending <= 0:
                 self.written.append(self.write_pair(data, timings))
                 continue
