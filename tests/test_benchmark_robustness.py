@@ -302,4 +302,4 @@ def test_refine_levels_default_to_inference_and_must_run_coarse_to_fine(capsys) 
     assert robustness_arguments([*base, "--refine_levels", "2"]).refine_levels == [2]
     with pytest.raises(SystemExit):
         robustness_arguments([*base, "--refine_levels", "2", "4"])
-    assert "--refine_levels must be whole numbers >= 1, coarse to fine" in capsys.readouterr().err
+    assert "--refine_levels must be a non-empty list of whole numbers >= 1, coarse to fine" in capsys.readouterr().err

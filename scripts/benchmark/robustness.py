@@ -57,7 +57,13 @@ from scripts.evaluation import (
     write_csv_atomic,
     write_json_atomic,
 )
-from scripts.inference.refinement import DEFAULT_LEVELS, DEFAULT_SIMILARITY, SIMILARITIES, refine_displacement
+from scripts.inference.refinement import (
+    DEFAULT_LEVELS,
+    DEFAULT_SIMILARITY,
+    SIMILARITIES,
+    level_schedule,
+    refine_displacement,
+)
 from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 
 __all__ = [
@@ -134,10 +140,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--classical_patients must be at least 1")
     if args.refine_steps < 0:
         parser.error("--refine_steps must be at least 0")
-    if any(level < 1 for level in args.refine_levels) or sorted(set(args.refine_levels), reverse=True) != list(
-        args.refine_levels
-    ):
-        parser.error("--refine_levels must be whole numbers >= 1, coarse to fine (decreasing), e.g. 4 2")
+    try:
+        level_schedule(args.refine_steps, args.refine_levels)  # the refinement's own check of its levels
+    except ValueError as error:
+        parser.error(f"--refine_levels {error}")
     args.perturbations = ["unperturbed"] + [name for name in args.perturbations if name != "unperturbed"]
     return args
 

@@ -507,10 +507,11 @@ class RegistrationPostprocessing(Compose):
             index for index, transform in enumerate(self.transforms) if isinstance(transform, RefineDisplacementd)
         ]
         split = refiners[0] if refiners else len(self.transforms)
-        dicts = [super(RegistrationPostprocessing, self).__call__(d, end=split) for d in dicts]
+        chain = super().__call__  # each pair on its own through the steps before and after the refinement
+        dicts = [chain(d, end=split) for d in dicts]
         if refiners:
             dicts = self.transforms[split].refine_pairs(dicts)
-            dicts = [super(RegistrationPostprocessing, self).__call__(d, start=split + 1) for d in dicts]
+            dicts = [chain(d, start=split + 1) for d in dicts]
         return {PAIRS_KEY: input_[PAIRS_KEY], RESULTS_KEY: dicts, self.pred_key: None}
 
 

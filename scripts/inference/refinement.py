@@ -28,8 +28,8 @@ and the current field is resampled (``align_corners=True``: the grids share thei
 result is the current full-resolution field plus its residual resampled back, and the next level starts from it.
 ``steps`` are the finest level's steps; each coarser level takes twice the steps of the level below it (a step
 there costs about a quarter). On the phantom the coarse residuals gave a higher Dice than optimising on the network
-grid itself (they cannot chase noise), and the 4-then-2 schedule a higher Dice than the 2-grid alone at about 1.4x
-its time (docs/README.md, "Adaptive inference").
+grid itself (they cannot chase noise), and the 4-then-2 schedule a higher Dice than the 2-grid alone at about 1.7x
+its CPU time (docs/README.md, "Adaptive inference").
 
 Each pair's loss is its own mean, and the batch loss is their sum: Adam normalises each voxel's update, so a pair
 is refined the same whether it comes alone or in a batch. Everything runs on the inputs' device and in their
