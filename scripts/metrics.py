@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from scripts.label_maps import label_map_from_scores
 from scripts.labels import NETWORK_PIXDIM_MM, STRUCTURE_NAMES
 from scripts.monai_compat import hausdorff_distance_without_deprecation_warning
 from scripts.warping import warp_labels_nearest
@@ -325,7 +326,7 @@ def segmentation_dice(
     Returns:
         dict of (B,) tensors: "seg_dice_rv", "seg_dice_lvm", "seg_dice_lvbp", "seg_dice_mean".
     """
-    segmentation = torch.argmax(_as_tensor(anatomical_logits), dim=1)
+    segmentation = label_map_from_scores(_as_tensor(anatomical_logits), dim=1)
     return _per_structure("seg_dice", dice_per_structure(segmentation, fixed_label, labels), labels)
 
 

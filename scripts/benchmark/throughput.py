@@ -9,8 +9,8 @@ first N directed pairs of an ACDC-layout data set in ONE run, and measures in th
   forward hooks on the workflow's own network) divided by N;
 - their ratio; the goal of issue 14 is <= 2 (the rest of the pipeline costs at most one more forward);
 - the forward time of the same network on its own after the run (median of a few calls with nothing else running):
-  inside the run, the reading of the next pair (a dataloader worker) and the writing of the previous one (a thread)
-  share the cores with the network, so its in-run forward time is longer; the ratio to the isolated forward is the
+  inside the run, the reading of the next pair and the writing of the previous one (two background threads) share
+  the cores with the network, so its in-run forward time is longer; the ratio to the isolated forward is the
   stricter figure.
 
 Also printed: the mean per stage from the pairs' ``summary.json`` timings. Both figures come from one process on

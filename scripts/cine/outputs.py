@@ -40,6 +40,7 @@ import torch
 from scripts.atomic_files import write_text_atomically
 from scripts.cine.figure import save_function_figure
 from scripts.cine.volumes import VOLUME_COLUMNS
+from scripts.compressed_nifti import write_nifti
 from scripts.geometry import NiftiGeometry, write_displacement_nifti
 from scripts.inference.writer import replace_directory
 
@@ -119,7 +120,7 @@ def write_cine_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=output))
     try:
         files = [LABELS_FILE]
-        nib.save(_labels_image(labels, cine_path), str(staging / LABELS_FILE))
+        write_nifti(_labels_image(labels, cine_path), staging / LABELS_FILE, atomic=False)
         if fields_mm is not None:
             geometry = NiftiGeometry(cine_path)
             (staging / FIELD_FOLDER).mkdir()

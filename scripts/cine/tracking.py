@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from scripts.inference.refinement import refine_displacement
+from scripts.label_maps import label_map_from_scores
 from scripts.networks import DisplacementFieldNetwork, MemWarp
 from scripts.warping import warp_image
 
@@ -171,7 +172,7 @@ def segment_frame(network: nn.Module, frame: torch.Tensor) -> torch.Tensor:
     logits = output.get("anatomical_logits") or []
     if not len(logits):
         raise ValueError("this network has no anatomical memory to segment the ED frame: give an ED label map")
-    return torch.argmax(logits[0][0], dim=0, keepdim=True).float()
+    return label_map_from_scores(logits[0][0], dim=0, keepdim=True).float()
 
 
 def compose_fields(step: torch.Tensor, accumulated: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ Public API:
         -> RegistrationCompose
     registration_augmentation(swap_prob=0.5, flip_prob=0.5, domain_randomisation=False) -> RegistrationCompose
     chain_transforms(*stages) -> RegistrationCompose   (flat, so CacheDataset caches the preprocessing)
+    PrefetchingDataLoader(...)   (a DataLoader reading one batch ahead on a thread; errors raised unchanged)
     CLI: python -m scripts.data.write_datalist --dataset_dir D --output datalist.json [--relative] [--no_labels]
 
 Errors: :class:`InvalidInputError` (a ``ValueError``) and :class:`MissingInputError` (a ``FileNotFoundError``),
@@ -43,6 +44,7 @@ from scripts.data.datalist import (
     save_datalist,
 )
 from scripts.data.errors import InvalidInputError, MissingInputError
+from scripts.data.prefetching import PrefetchingDataLoader
 from scripts.data.preprocessing import (
     FRAME_KEYS,
     IMAGE_KEYS,
@@ -60,6 +62,7 @@ from scripts.data.transforms import (
 from scripts.monai_compat import RecordSafeSpacingd, RegistrationCompose
 
 __all__ = [
+    "PrefetchingDataLoader",
     "DIRECTIONS",
     "FRAME_KEYS",
     "GROUPS",

@@ -20,13 +20,12 @@ Relation to the network: the network predicts ``u`` (3, H, W, D) in voxel units 
 axis i), ``warped(x) = moving(x + u(x))``. With ``A`` the network grid's affine (RAS mm <- voxel index),
 ``d(A x) = A[:3, :3] @ u(x)`` (:func:`scripts.geometry.voxel_to_world_displacement`).
 
-Files are written atomically (a temporary file moved into place) and, for ``.nii.gz``, gzip level 1 with no time
-stamp or file name, so the same field always gives the same bytes.
+Files are written atomically (a temporary file moved into place) and, for ``.nii.gz``, compressed reproducibly
+(:mod:`scripts.compressed_nifti`), so the same field always gives the same bytes.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from scripts.atomic_files import write_bytes_atomically
+from scripts.compressed_nifti import write_nifti
 from scripts.geometry.nifti_geometry import NiftiGeometry
 
 __all__ = [
@@ -122,10 +121,7 @@ def write_displacement_nifti(
     Returns:
         ``path``; the file holds (X, Y, Z, 1, 3) float32 with intent 1006.
     """
-    data = displacement_nifti_image(displacement_mm, affine, intent_name, channel_axis).to_bytes()
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, compresslevel=1, mtime=0)
-    return write_bytes_atomically(path, data)
+    return write_nifti(displacement_nifti_image(displacement_mm, affine, intent_name, channel_axis), path)
 
 
 def read_displacement_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

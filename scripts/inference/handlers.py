@@ -59,7 +59,9 @@ class InputChecks:
 
 class PairTimer:
     """Seconds spent per stage of the current iteration (one pair, or the pairs of a batch): ``self.current`` =
-    {"load_and_preprocess", "network", "postprocess"}, reset when the next batch is fetched."""
+    {"load_and_preprocess", "network", "postprocess"}, reset when the next batch is fetched. ``load_and_preprocess``
+    is the time the run WAITED for the batch: the inference loader reads a batch while the previous one is being
+    registered (:class:`scripts.data.PrefetchingDataLoader`), so after the first it is mostly near 0."""
 
     def __init__(self) -> None:
         self.current: dict[str, float] = {}

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
+from scripts.compressed_nifti import write_nifti
 from scripts.geometry import NiftiGeometry
 
 __all__ = ["save_volume"]
@@ -35,5 +35,4 @@ def save_volume(
     image.header.set_data_dtype(dtype)
     if description:
         image.header["descrip"] = description[:79].encode()
-    nib.save(image, str(path))
-    return Path(path)
+    return write_nifti(image, path, atomic=False)  # inside the pair's folder, moved into place when complete

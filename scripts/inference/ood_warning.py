@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from scripts.inference.inverse_field import compose_displacements
 from scripts.inference.refinement import DEFAULT_SIMILARITY, image_dissimilarity
+from scripts.label_maps import label_map_from_scores
 from scripts.labels import NETWORK_PIXDIM_MM, STRUCTURE_NAMES
 from scripts.metrics import JACOBIAN_BORDER, crop_border, dice_per_structure, folding_percent, jacobian_determinant
 from scripts.warping import warp_labels_nearest
@@ -331,11 +332,11 @@ def warning_statistics(
         result[LOW_CONFIDENCE_FRACTION] = (
             float((voxels[inside] < LOW_CONFIDENCE).float().mean()) if bool(inside.any()) else None
         )
-    fixed_segmentation = torch.argmax(anatomical_logits, dim=1, keepdim=True)
+    fixed_segmentation = label_map_from_scores(anatomical_logits, dim=1, keepdim=True)
     for result, plausibility in zip(results, segmentation_plausibility(fixed_segmentation, pixdim)):
         result.update(plausibility)
     if moving_logits is not None:
-        moving_segmentation = torch.argmax(moving_logits, dim=1, keepdim=True)
+        moving_segmentation = label_map_from_scores(moving_logits, dim=1, keepdim=True)
         agreement, agreement_before = segmentation_agreement(moving_segmentation, fixed_segmentation, ddf)
         for result, value, start in zip(results, agreement.tolist(), agreement_before.tolist()):
             present = math.isfinite(value) and math.isfinite(start)

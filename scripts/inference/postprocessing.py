@@ -52,6 +52,7 @@ from scripts.inference.ood_warning import (
 from scripts.inference.preprocessing import InferencePreprocessing
 from scripts.inference.refinement import RefinementSettings, refine_displacement
 from scripts.inference.resampling import WorldPointSampler
+from scripts.label_maps import label_map_from_scores
 from scripts.labels import NETWORK_PIXDIM_MM
 from scripts.metrics import (
     crop_border,
@@ -254,9 +255,8 @@ class UnpackRegistrationOutputd(Transform):
         # the zero padding outside the network's field of view means J = 1 there, as d = 0 does
         d["ddf_and_jacobian_fixed_space"] = MetaTensor(torch.cat([ddf, jacobian - 1.0]))
         if "fixed_logits" in pred:
-            # float so that Invertd's nearest resampling keeps exact integers; contiguous: the network may hand
-            # channels-last logits, whose channel argmax is several times slower
-            segmentation = torch.argmax(pred["fixed_logits"].contiguous(), dim=0, keepdim=True).float()
+            # float so that Invertd's nearest resampling keeps exact integers
+            segmentation = label_map_from_scores(pred["fixed_logits"], dim=0, keepdim=True).float()
             d["fixed_segmentation"] = segmentation
             d["fixed_segmentation_fixed_space"] = MetaTensor(segmentation.clone())
             d["fixed_logits"] = pred["fixed_logits"]

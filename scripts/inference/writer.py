@@ -9,8 +9,9 @@
 A failure while writing a pair leaves no trace of that pair; an earlier result of the same pair is replaced only
 once the new folder is complete.
 
-Writing (gzip, the QC picture) runs on a background thread while the next pair is read and registered; at most two
-pairs wait to be written, and the run completes only once every pair is written.
+Writing (compression, :mod:`scripts.compressed_nifti`; the QC picture) runs on a background thread while the next
+pair is registered (and the one after it read, :class:`scripts.data.PrefetchingDataLoader`); at most two pairs wait
+to be written, and the run completes only once every pair is written.
 """
 
 from __future__ import annotations

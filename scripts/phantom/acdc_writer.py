@@ -17,13 +17,12 @@ fixed = ED. The NIfTI intent is 1006 ("displacement vector"), so ITK/SimpleITK r
 displacement-field transforms (converting RAS to LPS on read) that map fixed points to moving points.
 
 Every file is written to a temporary name in the same directory and moved into place with
-``os.replace``, so a reader never sees a half-written file. gzip runs with mtime 0, so the same
-subject always gives byte-identical files.
+``os.replace``, so a reader never sees a half-written file. Compression is reproducible
+(:mod:`scripts.compressed_nifti`), so the same subject always gives byte-identical files.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts.atomic_files import write_bytes_atomically
+from scripts.compressed_nifti import nifti_file_bytes, write_nifti
 from scripts.geometry import displacement_nifti_image
 
 if TYPE_CHECKING:
@@ -51,11 +51,6 @@ def _nifti(array: np.ndarray, affine: np.ndarray, zooms_extra: tuple[float, ...]
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     return image
-
-
-def save_nifti_gz(image: nib.Nifti1Image, path: Path) -> None:
-    """Save ``image`` as gzip level-1 NIfTI at ``path`` (atomic, reproducible bytes)."""
-    write_bytes_atomically(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
 
 
 def displacement_image(ddf: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
@@ -94,18 +89,18 @@ def write_subject(
     written.append(info)
     if write_cine:
         path = folder / f"{name}_4d.nii.gz"
-        save_nifti_gz(_nifti(subject.cine, affine, (FRAME_DURATION_MS,)), path)
+        write_nifti(_nifti(subject.cine, affine, (FRAME_DURATION_MS,)), path)
         written.append(path)
     for frame, labels in ((subject.ed_frame, subject.ed_labels), (subject.es_frame, subject.es_labels)):
         path = folder / f"{name}_frame{frame:02d}.nii.gz"
-        save_nifti_gz(_nifti(np.ascontiguousarray(subject.cine[..., frame - 1]), affine), path)
+        write_nifti(_nifti(np.ascontiguousarray(subject.cine[..., frame - 1]), affine), path)
         label_path = folder / f"{name}_frame{frame:02d}_gt.nii.gz"
-        save_nifti_gz(_nifti(labels.astype(np.uint8), affine), label_path)
+        write_nifti(_nifti(labels.astype(np.uint8), affine), label_path)
         written += [path, label_path]
     fields = {}
     for direction, ddf in (("ED_to_ES", subject.ddf_ed_to_es), ("ES_to_ED", subject.ddf_es_to_ed)):
         path = folder / f"{name}_{DDF_SUFFIXES[direction]}.nii.gz"
-        fields[path] = gzip.compress(displacement_image(ddf, affine).to_bytes(), compresslevel=1, mtime=0)
+        fields[path] = nifti_file_bytes(displacement_image(ddf, affine), path)
     total = sum(path.stat().st_size for path in written) + sum(len(data) for data in fields.values())
     if ddf_budget is None or total <= ddf_budget:
         for path, data in fields.items():

@@ -42,8 +42,9 @@ from scripts.atomic_files import write_text_atomically
 from scripts.cine.function import function_summary
 from scripts.cine.strain import global_strain, in_plane_basis, in_plane_gradient, myocardium_voxels, slice_centroids
 from scripts.cine.volumes import frame_volumes
+from scripts.compressed_nifti import write_nifti
 
-from .acdc_writer import FRAME_DURATION_MS, _nifti, displacement_image, save_nifti_gz
+from .acdc_writer import FRAME_DURATION_MS, _nifti, displacement_image
 from .motion import FrameState, SubjectMotionModel
 from .render import displacement_field
 
@@ -171,9 +172,9 @@ def write_cine_truth(subject: "PhantomSubject", folder: str | os.PathLike) -> li
     if truth is None:
         raise ValueError(f"{subject.name}: generated without its cine truth (generate_subject(..., cine_truth=True))")
     paths = cine_truth_paths(folder, subject.name, truth.labels.shape[-1])
-    save_nifti_gz(_nifti(truth.labels, subject.affine, (FRAME_DURATION_MS,)), paths["labels"])
+    write_nifti(_nifti(truth.labels, subject.affine, (FRAME_DURATION_MS,)), paths["labels"])
     for path, ddf in zip(paths["fields"], truth.ddf_ed_to_frame):
-        save_nifti_gz(displacement_image(ddf, subject.affine), path)
+        write_nifti(displacement_image(ddf, subject.affine), path)
     function = truth.function(subject.affine, subject.es_frame)
     function["patient"] = subject.name
     function["source"] = "scripts.phantom truth: label maps of every frame, analytic ED -> frame map for strain"
