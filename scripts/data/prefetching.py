@@ -44,12 +44,7 @@ def _read_ahead(batches: Iterator[Any]) -> Iterator[Any]:
     def fetch() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        ready.put((batch, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                ready.put((batch, None))  # once the consumer has stopped, its draining below frees the slot
                 if stop.is_set():
                     return
             ready.put((_END, None))
