@@ -44,6 +44,7 @@ __all__ = [
     "RegistrationEvaluationHandler",
     "data_source",
     "pair_metrics",
+    "patient_means",
     "protocol",
     "summarise",
     "write_csv_atomic",
@@ -141,20 +142,28 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def patient_means(rows: Sequence[Mapping[str, Any]], metric_name: str) -> dict[str, float]:
+    """``{patient: nan-mean of the metric over its pairs}`` for the patients with at least one finite value."""
+    by_patient: dict[str, list[float]] = {}
+    for row in rows:
+        by_patient.setdefault(str(row.get("patient", "")), []).append(row.get(metric_name, math.nan))
+    means = {}
+    for patient, values in by_patient.items():
+        finite = np.array(values, dtype=np.float64)  # None -> NaN
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            means[patient] = float(finite.mean())
+    return means
+
+
 def _statistics(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) -> dict[str, Any]:
     """Per patient nan-mean over its pairs, then mean / population std over patients, per metric."""
-    by_patient: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
-        by_patient.setdefault(str(row.get("patient", "")), []).append(row)
-    statistics: dict[str, Any] = {"num_pairs": len(rows), "num_patients": len(by_patient)}
+    statistics: dict[str, Any] = {
+        "num_pairs": len(rows),
+        "num_patients": len({str(row.get("patient", "")) for row in rows}),
+    }
     for name in metric_names:
-        patient_means = []
-        for patient_rows in by_patient.values():
-            values = np.array([row.get(name, math.nan) for row in patient_rows], dtype=np.float64)
-            values = values[np.isfinite(values)]
-            if values.size:
-                patient_means.append(values.mean())
-        means = np.asarray(patient_means, dtype=np.float64)
+        means = np.asarray(list(patient_means(rows, name).values()), dtype=np.float64)
         statistics[name] = {
             "mean": _finite_or_none(means.mean()) if means.size else None,
             "std": _finite_or_none(means.std()) if means.size else None,

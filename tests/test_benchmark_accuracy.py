@@ -110,6 +110,8 @@ def test_accuracy_mode_writes_the_table_and_the_summary(phantom_dataset: Path, t
             str(datalist),
             "--method",
             f"MemWarp tiny=memwarp:{checkpoint}",
+            "--method",
+            f"Same weights=memwarp:{checkpoint}",
             "--preset",
             "tiny",
             "--max_pairs",
@@ -120,7 +122,7 @@ def test_accuracy_mode_writes_the_table_and_the_summary(phantom_dataset: Path, t
     )
     assert code == 0
     report = json.loads((output / "accuracy_summary.json").read_text())
-    assert list(report["results"]) == ["Initial", "MemWarp tiny"]
+    assert list(report["results"]) == ["Initial", "MemWarp tiny", "Same weights"]
     assert f"--datalist {datalist}" in report["command"] and "--preset tiny --max_pairs 2" in report["command"]
     network, initial = report["results"]["MemWarp tiny"]["all"], report["results"]["Initial"]["all"]
     assert network["num_pairs"] == 2 and initial["num_pairs"] == 2
@@ -130,6 +132,12 @@ def test_accuracy_mode_writes_the_table_and_the_summary(phantom_dataset: Path, t
     assert math.isfinite(network["seg_dice_mean"]["mean"]) and network["seconds_per_pair"]["mean"] > 0
     table = (output / "accuracy_table.md").read_text()
     assert "| MemWarp tiny |" in table and "| Initial |" in table
+    # the same weights twice: the one patient (both directions of a pair) is a tie on Dice and on boundary EPE
+    assert [(c["metric"], c["patients"], c["ties"]) for c in report["paired"]] == [
+        ("dice_mean", 1, 1),
+        ("epe_boundary_mm", 1, 1),
+    ]
+    assert "| MemWarp tiny | Same weights | Dice (pts) | 1 | 0 | 0 | 1 | +0.00 | 1 |" in table
     assert (output / "per_pair_memwarp_tiny.csv").read_text().count("\n") == 3  # header + 2 pairs
 
 

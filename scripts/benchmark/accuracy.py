@@ -8,7 +8,8 @@ folding on the network grid), plus the end-point error against the phantom's tru
 ``scripts.networks.bundle_network(ARCHITECTURE, PRESET or --preset)``).
 
 Outputs in ``--output_dir``: ``accuracy_summary.json`` (protocol, methods, per-metric mean/std over patients overall
-and per group), ``per_pair_<method>.csv`` and ``accuracy_table.md`` (also printed).
+and per group; ``paired``: every two methods patient by patient, :mod:`scripts.benchmark.paired_comparison`),
+``per_pair_<method>.csv`` and ``accuracy_table.md`` (also printed: the table, then the paired comparisons).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from scripts.benchmark.endpoint_error import (
     true_displacement_on_grid,
     true_field_path,
 )
+from scripts.benchmark.paired_comparison import compare_methods, paired_table
 from scripts.data import registration_preprocessing
 from scripts.engine.inputs import pair_datalist
 from scripts.evaluation import (
@@ -261,9 +263,13 @@ def _write_report(
         },
         "files": files,
         "results": {name: summarise(method_rows, ACCURACY_METRICS) for name, method_rows in rows.items()},
+        "paired": compare_methods(rows, skip=(INITIAL_ROW,)),
     }
     write_json_atomic(output / "accuracy_summary.json", report)
     table = accuracy_table(report)
+    if report["paired"]:
+        table += "\nPaired per patient (each patient's two directions averaged; A is the method listed first):\n\n"
+        table += paired_table(report["paired"])
     write_text_atomically(output / "accuracy_table.md", table)
     print(table)
     print(f"wrote {output}")
