@@ -82,8 +82,8 @@ def field_network_overrides(folder: Path, offset, amplitude=(0.0, 0.0, 0.0)) -> 
 
 # The shipped weights (0.7.0) on the sample pair with the root README's command (docs/README.md, "The shipped
 # weights"): mean Dice over RV, LV myocardium and LV blood pool on the network grid (summary.json) 0.858 -> 0.891
-# (0.6.0: 0.894), and of warped_moving_label.nii.gz against the ES labels on the fixed file's own grid 0.828 -> 0.872. The tests require
-# the measured figure less 0.01 for thread-count and platform differences.
+# (0.6.0: 0.894), and of warped_moving_label.nii.gz against the ES labels on the fixed file's own grid 0.828 -> 0.872.
+# The tests require the measured figure less 0.01 for thread-count and platform differences.
 SAMPLE_PAIR_DICE_BEFORE = 0.858
 SAMPLE_PAIR_DICE_AFTER_MIN = 0.881
 SAMPLE_PAIR_FIXED_GRID_DICE_BEFORE = 0.828
