@@ -16,6 +16,9 @@ compares its whole-run time per pair with the network's forward time, see :mod:`
 
 ``python -m scripts.benchmark warning ...`` measures the out-of-distribution warning's detection and false-alarm
 rates and the threshold of every candidate statistic, see :mod:`scripts.benchmark.warning_calibration`.
+
+``python -m scripts.benchmark loss_balance ...`` measures which term of the training loss trains which part of the
+network (gradient norms per term and part), see :mod:`scripts.benchmark.loss_balance`.
 """
 
 from __future__ import annotations
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.benchmark.throughput import main as throughput_main
 
         return throughput_main(arguments[1:])
+    if arguments[:1] == ["loss_balance"]:
+        from scripts.benchmark.loss_balance import main as loss_balance_main
+
+        return loss_balance_main(arguments[1:])
     if arguments[:1] == ["warning"]:
         from scripts.benchmark.warning_calibration import main as warning_main
 
