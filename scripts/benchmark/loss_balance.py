@@ -34,7 +34,7 @@ from scripts.data import registration_preprocessing
 from scripts.engine import pair_datalist
 from scripts.evaluation import write_json_atomic
 from scripts.inference.checkpoint import load_network_weights
-from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
+from scripts.labels import IMAGE_KEYS, LABEL_KEYS, NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 from scripts.losses import MemWarpLoss
 from scripts.networks import bundle_network
 
@@ -42,7 +42,7 @@ __all__ = ["PARTS", "TERMS", "parameter_part", "term_losses", "term_gradient_nor
 
 PARTS = ("encoder", "decoder", "flow heads", "memory")
 TERMS = ("similarity", "mask_dice", "region_dice", "regularisation")
-BATCH_KEYS = ("moving", "fixed", "moving_label", "fixed_label")
+BATCH_KEYS = (*IMAGE_KEYS, *LABEL_KEYS)
 
 
 def parameter_part(name: str) -> str:
