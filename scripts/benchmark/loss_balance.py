@@ -27,14 +27,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from monai.data import DataLoader, Dataset
 from torch import nn
 
 from scripts.benchmark.command_line import run_mode
 from scripts.data import registration_preprocessing
-from scripts.engine import pair_datalist
+from scripts.engine import RegistrationPrepareBatch, pair_datalist
 from scripts.evaluation import write_json_atomic
 from scripts.inference.checkpoint import load_network_weights
-from scripts.labels import IMAGE_KEYS, LABEL_KEYS, NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
+from scripts.labels import NETWORK_PIXDIM_MM, NETWORK_SPATIAL_SIZE
 from scripts.losses import MemWarpLoss
 from scripts.networks import bundle_network
 
@@ -42,7 +43,6 @@ __all__ = ["PARTS", "TERMS", "parameter_part", "term_losses", "term_gradient_nor
 
 PARTS = ("encoder", "decoder", "flow heads", "memory")
 TERMS = ("similarity", "mask_dice", "region_dice", "regularisation")
-BATCH_KEYS = (*IMAGE_KEYS, *LABEL_KEYS)
 
 
 def parameter_part(name: str) -> str:
@@ -139,21 +139,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _batches(args: argparse.Namespace, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """The first ``--pairs`` pairs of the section, preprocessed as for training (no randomisation), batched."""
+    """The first ``--pairs`` pairs of the section, preprocessed (no randomisation) and batched as the trainer does:
+    its DataLoader collation and :class:`scripts.engine.RegistrationPrepareBatch`'s targets dict."""
     records = pair_datalist(args.dataset_dir, args.datalist, args.section)[: args.pairs]
     preprocessing = registration_preprocessing(args.spatial_size, tuple(args.pixdim), with_labels=True)
-    samples = [preprocessing(dict(record)) for record in records]
-    batches = []
-    for start in range(0, len(samples), args.batch_size):
-        chunk = samples[start : start + args.batch_size]
-        batches.append(
-            {
-                key: torch.stack([torch.as_tensor(sample[key]) for sample in chunk]).float().to(device)
-                for key in BATCH_KEYS
-                if all(sample.get(key) is not None for sample in chunk)
-            }
-        )
-    return batches
+    loader = DataLoader(Dataset(records, preprocessing), batch_size=args.batch_size, shuffle=False, num_workers=0)
+    prepare_batch = RegistrationPrepareBatch()
+    return [prepare_batch(batch, device)[1] for batch in loader]
 
 
 def run_loss_balance(args: argparse.Namespace) -> dict[str, Any]:
